@@ -1,0 +1,1 @@
+"""Application layer: services that orchestrate domain objects and infrastructure."""

@@ -1,0 +1,97 @@
+"""Configuration in one place: where the lake lives and which database holds state.
+
+Resolution order for each setting: explicit argument, then environment variable, then default.
+
+=====================  ======================  ==============================================
+setting                environment variable    default
+=====================  ======================  ==============================================
+data_dir               MARKETPIPE_DATA_DIR     ``./data``
+db_url                 MARKETPIPE_DB_URL       ``sqlite:///{data_dir}/db/marketpipe.db``
+log_level              MARKETPIPE_LOG_LEVEL    ``WARNING``
+=====================  ======================  ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from marketpipe.domain.errors import InvalidInputError
+
+ENV_DATA_DIR = "MARKETPIPE_DATA_DIR"
+ENV_DB_URL = "MARKETPIPE_DB_URL"
+ENV_LOG_LEVEL = "MARKETPIPE_LOG_LEVEL"
+DEFAULT_DATA_DIR = Path("data")
+SQLITE_PREFIX = "sqlite:///"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Sub-directories of ``data_dir``: ``lake/`` (Parquet), ``db/``, ``cache/``."""
+
+    data_dir: Path
+    db_url: str
+    log_level: str = "WARNING"
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        db_url: str | None = None,
+    ) -> Settings:
+        env = os.environ if env is None else env
+        resolved_dir = Path(data_dir or env.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+        resolved_url = db_url or env.get(ENV_DB_URL) or f"{SQLITE_PREFIX}{resolved_dir / 'db' / 'marketpipe.db'}"
+        check_db_url(resolved_url)
+        return cls(data_dir=resolved_dir, db_url=resolved_url, log_level=env.get(ENV_LOG_LEVEL, "WARNING").upper())
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith(SQLITE_PREFIX)
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file of a ``sqlite:///`` URL (``sqlite:////abs/path`` for absolute paths)."""
+        if not self.is_sqlite:
+            raise InvalidInputError(f"Not a SQLite URL: {redact_url(self.db_url)}")
+        return Path(self.db_url[len(SQLITE_PREFIX) :])
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(data_dir={str(self.data_dir)!r}, db_url={redact_url(self.db_url)!r}, "
+            f"log_level={self.log_level!r})"
+        )
+
+
+def check_db_url(url: str) -> str:
+    """Accept ``sqlite:///PATH`` and ``postgresql://...``/``postgres://...`` URLs."""
+    if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
+        return url
+    if urlsplit(url).scheme in ("postgresql", "postgres"):
+        return url
+    raise InvalidInputError(
+        f"Unsupported database URL {redact_url(url)!r}: use sqlite:///path/to/file.db or postgresql://host/db"
+    )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to log or show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,103 @@
+"""Rules for a frame of bars (the lake's columnar form) and the function that enforces them.
+
+A bar frame has ``ts_ns`` (int64 nanoseconds since the epoch, UTC, bar open time) and ``open``, ``high``,
+``low``, ``close``, ``volume`` (float64). Other columns may follow. :func:`validate_bar_frame` checks every
+rule at once, vectorised, and raises a typed :class:`DataValidationError` naming the offending rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from marketpipe.domain.errors import DataValidationError, EmptyDataError, SchemaError
+
+TIMESTAMP_COLUMN = "ts_ns"
+PRICE_COLUMNS = ("open", "high", "low", "close")
+VOLUME_COLUMN = "volume"
+REQUIRED_COLUMNS = (TIMESTAMP_COLUMN, *PRICE_COLUMNS, VOLUME_COLUMN)
+OPTIONAL_INTEGER_COLUMNS = ("trade_count",)
+OPTIONAL_FLOAT_COLUMNS = ("quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "vwap")
+
+
+def _positions(mask: np.ndarray) -> list[int]:
+    return np.flatnonzero(mask).tolist()
+
+
+def _as_float64(series: pd.Series, name: str) -> np.ndarray:
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        raise SchemaError(f"Column {name!r} must be numeric, got dtype {dtype}")
+    return series.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Check a frame of bars and return it with canonical dtypes (a copy; the input is not changed).
+
+    Raises:
+        EmptyDataError: the frame has no rows.
+        SchemaError: a required column is missing or a column has a non-numeric type.
+        DataValidationError: with ``rule`` one of ``finite_prices``, ``volume``, ``ohlc_invariant``,
+            ``duplicate_timestamp``, ``unsorted_timestamp``, ``trade_count``.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise SchemaError(f"Expected a pandas DataFrame, got {type(df).__name__}")
+    if df.empty:
+        raise EmptyDataError()
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise SchemaError(f"DataFrame missing required columns: {missing}")
+    if df.columns.duplicated().any():
+        raise SchemaError(f"DataFrame has duplicate column names: {sorted(set(df.columns[df.columns.duplicated()]))}")
+
+    ts = df[TIMESTAMP_COLUMN]
+    if not pd.api.types.is_integer_dtype(ts.dtype) or pd.api.types.is_bool_dtype(ts.dtype):
+        raise SchemaError(f"Column 'ts_ns' must be integer nanoseconds since the epoch, got dtype {ts.dtype}")
+    if ts.isna().any():
+        raise DataValidationError("timestamp", "Column 'ts_ns' has missing values", _positions(ts.isna().to_numpy()))
+    ts_values = ts.to_numpy(dtype="int64")
+
+    out = df.reset_index(drop=True).copy()
+    out[TIMESTAMP_COLUMN] = ts_values
+    prices = {name: _as_float64(df[name], name) for name in PRICE_COLUMNS}
+    volume = _as_float64(df[VOLUME_COLUMN], VOLUME_COLUMN)
+
+    bad = np.zeros(len(df), dtype=bool)
+    for values in prices.values():
+        bad |= ~np.isfinite(values)
+    if bad.any():
+        raise DataValidationError("finite_prices", "Prices must be finite numbers (no NaN or inf)", _positions(bad))
+
+    bad = ~np.isfinite(volume) | (volume < 0)
+    if bad.any():
+        raise DataValidationError("volume", "Volume must be a finite number >= 0", _positions(bad))
+
+    o, h, low, c = (prices[n] for n in PRICE_COLUMNS)
+    bad = (low > np.minimum(o, c)) | (h < np.maximum(o, c)) | (low > h)
+    if bad.any():
+        raise DataValidationError("ohlc_invariant", "Bars break low <= open, close <= high", _positions(bad))
+
+    steps = np.diff(ts_values)
+    if (steps == 0).any():
+        raise DataValidationError(
+            "duplicate_timestamp", "Timestamps must be unique", _positions(np.r_[False, steps == 0])
+        )
+    if (steps < 0).any():
+        raise DataValidationError(
+            "unsorted_timestamp", "Timestamps must be sorted ascending", _positions(np.r_[False, steps < 0])
+        )
+
+    for name in PRICE_COLUMNS:
+        out[name] = prices[name]
+    out[VOLUME_COLUMN] = volume
+    for name in OPTIONAL_FLOAT_COLUMNS:
+        if name in out.columns:
+            out[name] = _as_float64(df[name], name)
+    for name in OPTIONAL_INTEGER_COLUMNS:
+        if name in out.columns:
+            values = _as_float64(df[name], name)
+            bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values))
+            if bad.any():
+                raise DataValidationError(name, f"Column {name!r} must hold whole numbers >= 0", _positions(bad))
+            out[name] = values.astype("int64")
+    return out

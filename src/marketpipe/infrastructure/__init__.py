@@ -1,0 +1,1 @@
+"""Infrastructure layer: concrete storage, repositories, data sources, databases and event publishers."""

@@ -1,0 +1,1 @@
+"""Database clients for the hot store (PostgreSQL arrives with the hot-storage issue)."""

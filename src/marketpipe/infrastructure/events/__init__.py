@@ -1,0 +1,5 @@
+"""Event publishing."""
+
+from marketpipe.infrastructure.events.publishers import InMemoryEventPublisher
+
+__all__ = ["InMemoryEventPublisher"]

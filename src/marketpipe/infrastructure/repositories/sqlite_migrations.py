@@ -1,0 +1,45 @@
+"""Versioned schema of the SQLite state database. Append new migrations; never edit an applied one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "domain tables: aggregates, bars, checkpoints",
+        """
+        CREATE TABLE IF NOT EXISTS symbol_bars_aggregates (
+            symbol TEXT NOT NULL,
+            trading_date TEXT NOT NULL,
+            interval TEXT NOT NULL DEFAULT '1m',
+            version INTEGER NOT NULL DEFAULT 1,
+            is_complete BOOLEAN NOT NULL DEFAULT FALSE,
+            collection_started BOOLEAN NOT NULL DEFAULT FALSE,
+            bar_count INTEGER NOT NULL DEFAULT 0,
+            created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (symbol, trading_date, interval)
+        );
+        CREATE TABLE IF NOT EXISTS ohlcv_bars (
+            symbol TEXT NOT NULL,
+            interval TEXT NOT NULL DEFAULT '1m',
+            timestamp_ns INTEGER NOT NULL,
+            open_price REAL NOT NULL,
+            high_price REAL NOT NULL,
+            low_price REAL NOT NULL,
+            close_price REAL NOT NULL,
+            volume REAL NOT NULL,
+            trade_count INTEGER,
+            quote_volume REAL,
+            created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (symbol, interval, timestamp_ns)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS checkpoints (
+            scope TEXT NOT NULL DEFAULT 'default',
+            symbol TEXT NOT NULL,
+            checkpoint_data TEXT NOT NULL,
+            updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (scope, symbol)
+        );
+        """,
+    ),
+]

@@ -1,0 +1,82 @@
+"""Crash-safe file replacement and inter-process locks for the lake.
+
+A file is written to a hidden temporary sibling (``.NAME.tmp-XXXX``), flushed and fsynced, then renamed over
+its final name, and the directory is fsynced: a reader (or a crash) sees either the old file or the new one,
+never half of one. Hidden names are skipped by ``pyarrow.dataset`` and never match ``*.parquet`` globs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fasteners
+
+TEMP_MARKER = ".tmp-"
+LOCK_DIR_NAME = "_locks"
+
+# POSIX record locks belong to a process, not a thread: two threads of one process would both "hold" the same
+# fasteners lock. Striped in-process locks serialise same-path access inside the process first.
+_THREAD_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def temp_path_for(final_path: Path) -> Path:
+    """A unique hidden temporary path beside ``final_path``."""
+    return final_path.with_name(f".{final_path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(final_path: Path, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+    """Write a file through ``write(temp_path)`` and atomically move it to ``final_path``.
+
+    With ``overwrite=False`` an existing ``final_path`` raises FileExistsError and is left untouched (the
+    no-clobber rename is done with ``os.link``, which fails if the name exists). The caller holds the lock.
+    """
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = temp_path_for(final_path)
+    try:
+        write(temp_path)
+        with temp_path.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        if overwrite:
+            temp_path.replace(final_path)
+        else:
+            os.link(temp_path, final_path)  # raises FileExistsError if the name is taken
+            temp_path.unlink()
+        fsync_directory(final_path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp_path.unlink()
+    return final_path
+
+
+def remove_stale_temp_files(final_path: Path) -> int:
+    """Delete temporaries left beside ``final_path`` by writers that died; call only while holding its lock."""
+    removed = 0
+    for stale in final_path.parent.glob(f".{final_path.name}{TEMP_MARKER}*"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def path_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` against other threads and other processes."""
+    stripe = int.from_bytes(hashlib.blake2b(str(lock_file).encode(), digest_size=2).digest()) % len(_THREAD_LOCKS)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCKS[stripe], fasteners.InterProcessLock(str(lock_file)):
+        yield
