@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -45,9 +47,8 @@ class SqliteDatabase:
             raise RepositoryError(f"Cannot open SQLite database {self.path}: {exc}") from exc
         try:
             db.row_factory = aiosqlite.Row
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            await fetch_all(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await fetch_all(db, "PRAGMA synchronous = NORMAL")
             yield db
         finally:
             await db.close()
@@ -61,39 +62,76 @@ class SqliteDatabase:
             if self._schema_ready:
                 return
             async with self._open() as db:
+                await self._enable_wal(db)
                 await self._migrate(db)
             self._schema_ready = True
 
+    async def _enable_wal(self, db: aiosqlite.Connection) -> None:
+        """Switch the file to WAL (persistent). The switch ignores busy_timeout, so retry while it is locked."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                row = await fetch_one(db, "PRAGMA journal_mode")
+                if row is None or row[0].lower() != "wal":
+                    await fetch_all(db, "PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise RepositoryError(f"Cannot enable WAL on SQLite database {self.path}: {exc}") from exc
+                await asyncio.sleep(0.01)
+
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         try:
-            await db.execute(
+            await execute(
+                db,
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
-                " applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+                " applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
             )
             for version, description, script in MIGRATIONS:
-                await db.execute("BEGIN IMMEDIATE")
+                await execute(db, "BEGIN IMMEDIATE")
                 try:
-                    cursor = await db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,))
-                    if await cursor.fetchone() is None:
+                    if await fetch_one(db, "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)) is None:
                         for statement in _statements(script):
-                            await db.execute(statement)
-                        await db.execute(
+                            await execute(db, statement)
+                        await execute(
+                            db,
                             "INSERT INTO schema_migrations (version, description) VALUES (?, ?)",
                             (version, description),
                         )
-                    await db.execute("COMMIT")
+                    await execute(db, "COMMIT")
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    await execute(db, "ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise RepositoryError(f"Cannot migrate SQLite database {self.path}: {exc}") from exc
 
     async def schema_version(self) -> int:
         async with self.connect() as db:
-            cursor = await db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            row = await cursor.fetchone()
-            return int(row[0])
+            row = await fetch_one(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            return int(row[0]) if row else 0
+
+
+async def fetch_one(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    """Run a query and return its first row, closing the cursor.
+
+    A cursor left open keeps its statement (and, in WAL mode, its read snapshot) alive; a later write on the
+    same connection then fails at once with SQLITE_BUSY_SNAPSHOT instead of waiting. Always close cursors.
+    """
+    async with db.execute(sql, params) as cursor:
+        return await cursor.fetchone()
+
+
+async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    """Run a query and return all rows, closing the cursor."""
+    async with db.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
+
+
+async def execute(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> int:
+    """Run a statement and return its rowcount, closing the cursor."""
+    async with db.execute(sql, params) as cursor:
+        return cursor.rowcount
 
 
 def _statements(script: str) -> list[str]:

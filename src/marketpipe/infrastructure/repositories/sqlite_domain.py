@@ -23,7 +23,7 @@ from marketpipe.domain.entities import OHLCVBar
 from marketpipe.domain.errors import ConcurrencyError, RepositoryError
 from marketpipe.domain.repositories import ICheckpointRepository, IOHLCVRepository, ISymbolBarsRepository
 from marketpipe.domain.value_objects import Interval, Symbol, TimeRange, validate_identifier
-from marketpipe.infrastructure.repositories.sqlite_database import SqliteDatabase
+from marketpipe.infrastructure.repositories.sqlite_database import SqliteDatabase, execute, fetch_all, fetch_one
 
 FETCH_BATCH = 2_000
 
@@ -63,12 +63,12 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
     ) -> SymbolBarsAggregate | None:
         with _wrap_errors("get symbol bars aggregate"):
             async with self._db.connect() as db:
-                cursor = await db.execute(
+                row = await fetch_one(
+                    db,
                     f"SELECT {self._COLUMNS} FROM symbol_bars_aggregates "
                     "WHERE symbol = ? AND trading_date = ? AND interval = ?",
                     (Symbol(symbol).value, trading_date.isoformat(), Interval(interval).value),
                 )
-                row = await cursor.fetchone()
         return None if row is None else _aggregate_from_row(row)
 
     async def save(self, aggregate: SymbolBarsAggregate) -> None:
@@ -79,7 +79,8 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
             async with self._db.connect() as db:
                 if expected == 0:
                     try:
-                        await db.execute(
+                        await execute(
+                            db,
                             "INSERT INTO symbol_bars_aggregates (symbol, trading_date, interval, version, "
                             "is_complete, collection_started, bar_count) VALUES (?, ?, ?, 1, ?, ?, ?)",
                             (*key, *state),
@@ -89,19 +90,20 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
                             f"Aggregate {'/'.join(key)} was created by another writer; reload it and retry"
                         ) from exc
                 else:
-                    cursor = await db.execute(
+                    updated = await execute(
+                        db,
                         "UPDATE symbol_bars_aggregates SET version = version + 1, is_complete = ?, "
                         "collection_started = ?, bar_count = ?, updated_at = CURRENT_TIMESTAMP "
                         "WHERE symbol = ? AND trading_date = ? AND interval = ? AND version = ?",
                         (*state, *key, expected),
                     )
-                    if cursor.rowcount != 1:
-                        found = await db.execute(
+                    if updated != 1:
+                        row = await fetch_one(
+                            db,
                             "SELECT version FROM symbol_bars_aggregates "
                             "WHERE symbol = ? AND trading_date = ? AND interval = ?",
                             key,
                         )
-                        row = await found.fetchone()
                         raise ConcurrencyError(
                             f"Aggregate {'/'.join(key)} has been modified by another process. "
                             f"Expected version {expected}, found {row[0] if row else 'none (deleted)'}"
@@ -116,17 +118,18 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
             params = (Interval(interval).value,)
         with _wrap_errors("find incomplete aggregates"):
             async with self._db.connect() as db:
-                rows = await (await db.execute(query + " ORDER BY symbol, trading_date", params)).fetchall()
+                rows = await fetch_all(db, query + " ORDER BY symbol, trading_date", params)
         return [_aggregate_from_row(row) for row in rows]
 
     async def delete(self, symbol: Symbol, trading_date: date, interval: str = "1m") -> bool:
         with _wrap_errors("delete symbol bars aggregate"):
             async with self._db.connect() as db:
-                cursor = await db.execute(
+                deleted = await execute(
+                    db,
                     "DELETE FROM symbol_bars_aggregates WHERE symbol = ? AND trading_date = ? AND interval = ?",
                     (Symbol(symbol).value, trading_date.isoformat(), Interval(interval).value),
                 )
-                return cursor.rowcount > 0
+                return deleted > 0
 
 
 def _aggregate_from_row(row: sqlite3.Row) -> SymbolBarsAggregate:
@@ -149,13 +152,15 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
     ) -> AsyncIterator[OHLCVBar]:
         sym, ivl = Symbol(symbol), Interval(interval)
         with _wrap_errors("read bars"):
-            async with self._db.connect() as db:
-                cursor = await db.execute(
+            async with (
+                self._db.connect() as db,
+                db.execute(
                     "SELECT timestamp_ns, open_price, high_price, low_price, close_price, volume, trade_count, "
                     "quote_volume FROM ohlcv_bars WHERE symbol = ? AND interval = ? "
                     "AND timestamp_ns >= ? AND timestamp_ns < ? ORDER BY timestamp_ns",
                     (sym.value, ivl.value, time_range.start_ns, time_range.end_ns),
-                )
+                ) as cursor,
+            ):
                 while rows := await cursor.fetchmany(FETCH_BATCH):
                     for row in rows:
                         yield OHLCVBar(sym, row[0], row[1], row[2], row[3], row[4], row[5], ivl, row[6], row[7])
@@ -180,7 +185,7 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
             return 0
         with _wrap_errors("save bars"):
             async with self._db.connect() as db:
-                await db.execute("BEGIN IMMEDIATE")
+                await execute(db, "BEGIN IMMEDIATE")
                 try:
                     await db.executemany(
                         "INSERT INTO ohlcv_bars (symbol, interval, timestamp_ns, open_price, high_price, low_price,"
@@ -191,29 +196,31 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
                         " trade_count = excluded.trade_count, quote_volume = excluded.quote_volume",
                         rows,
                     )
-                    await db.execute("COMMIT")
+                    await execute(db, "COMMIT")
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    await execute(db, "ROLLBACK")
                     raise
         return len(rows)
 
     async def exists(self, symbol: Symbol, timestamp_ns: int, interval: str = "1m") -> bool:
         with _wrap_errors("check bar"):
             async with self._db.connect() as db:
-                cursor = await db.execute(
+                row = await fetch_one(
+                    db,
                     "SELECT 1 FROM ohlcv_bars WHERE symbol = ? AND interval = ? AND timestamp_ns = ?",
                     (Symbol(symbol).value, Interval(interval).value, int(timestamp_ns)),
                 )
-                return await cursor.fetchone() is not None
+                return row is not None
 
     async def count_bars(self, symbol: Symbol, interval: str = "1m") -> int:
         with _wrap_errors("count bars"):
             async with self._db.connect() as db:
-                cursor = await db.execute(
+                row = await fetch_one(
+                    db,
                     "SELECT COUNT(*) FROM ohlcv_bars WHERE symbol = ? AND interval = ?",
                     (Symbol(symbol).value, Interval(interval).value),
                 )
-                return int((await cursor.fetchone())[0])
+                return int(row[0]) if row else 0
 
     async def delete_bars(self, symbol: Symbol, time_range: TimeRange | None = None, interval: str = "1m") -> int:
         query = "DELETE FROM ohlcv_bars WHERE symbol = ? AND interval = ?"
@@ -223,7 +230,14 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
             params += (time_range.start_ns, time_range.end_ns)
         with _wrap_errors("delete bars"):
             async with self._db.connect() as db:
-                return (await db.execute(query, params)).rowcount
+                return await execute(db, query, params)
+
+
+def _json_default(value: object) -> str:
+    """Dates and datetimes become ISO strings; anything else that JSON cannot hold is refused."""
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
@@ -231,12 +245,13 @@ class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
 
     async def save_checkpoint(self, symbol: Symbol, checkpoint_data: dict[str, Any], *, scope: str = "default") -> None:
         try:
-            document = json.dumps(checkpoint_data, sort_keys=True, default=str)
+            document = json.dumps(checkpoint_data, sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as exc:
             raise RepositoryError(f"Checkpoint data is not JSON-serialisable: {exc}") from exc
         with _wrap_errors("save checkpoint"):
             async with self._db.connect() as db:
-                await db.execute(
+                await execute(
+                    db,
                     "INSERT INTO checkpoints (scope, symbol, checkpoint_data) VALUES (?, ?, ?) "
                     "ON CONFLICT (scope, symbol) DO UPDATE SET checkpoint_data = excluded.checkpoint_data, "
                     "updated_at = CURRENT_TIMESTAMP",
@@ -246,30 +261,32 @@ class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
     async def get_checkpoint(self, symbol: Symbol, *, scope: str = "default") -> dict[str, Any] | None:
         with _wrap_errors("get checkpoint"):
             async with self._db.connect() as db:
-                cursor = await db.execute(
+                row = await fetch_one(
+                    db,
                     "SELECT checkpoint_data FROM checkpoints WHERE scope = ? AND symbol = ?",
                     (validate_identifier(scope, "scope"), Symbol(symbol).value),
                 )
-                row = await cursor.fetchone()
         return None if row is None else json.loads(row[0])
 
     async def delete_checkpoint(self, symbol: Symbol, *, scope: str = "default") -> bool:
         with _wrap_errors("delete checkpoint"):
             async with self._db.connect() as db:
-                cursor = await db.execute(
+                deleted = await execute(
+                    db,
                     "DELETE FROM checkpoints WHERE scope = ? AND symbol = ?",
                     (validate_identifier(scope, "scope"), Symbol(symbol).value),
                 )
-                return cursor.rowcount > 0
+                return deleted > 0
 
     async def list_checkpoints(self, *, scope: str | None = None) -> dict[str, dict[str, Any]]:
         with _wrap_errors("list checkpoints"):
             async with self._db.connect() as db:
                 if scope is None:
-                    rows = await (await db.execute("SELECT scope, symbol, checkpoint_data FROM checkpoints")).fetchall()
+                    rows = await fetch_all(db, "SELECT scope, symbol, checkpoint_data FROM checkpoints")
                     return {f"{r[0]}/{r[1]}": json.loads(r[2]) for r in rows}
-                cursor = await db.execute(
+                rows = await fetch_all(
+                    db,
                     "SELECT symbol, checkpoint_data FROM checkpoints WHERE scope = ?",
                     (validate_identifier(scope, "scope"),),
                 )
-                return {r[0]: json.loads(r[1]) for r in await cursor.fetchall()}
+                return {r[0]: json.loads(r[1]) for r in rows}
