@@ -26,6 +26,7 @@ ENV_DB_URL = "MARKETPIPE_DB_URL"
 ENV_LOG_LEVEL = "MARKETPIPE_LOG_LEVEL"
 DEFAULT_DATA_DIR = Path("data")
 SQLITE_PREFIX = "sqlite:///"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ class Settings:
         resolved_dir = Path(data_dir or env.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
         resolved_url = db_url or env.get(ENV_DB_URL) or f"{SQLITE_PREFIX}{resolved_dir / 'db' / 'marketpipe.db'}"
         check_db_url(resolved_url)
-        return cls(data_dir=resolved_dir, db_url=resolved_url, log_level=env.get(ENV_LOG_LEVEL, "WARNING").upper())
+        log_level = env.get(ENV_LOG_LEVEL, "WARNING").strip().upper()
+        if log_level not in LOG_LEVELS:
+            raise InvalidInputError(f"{ENV_LOG_LEVEL}={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        return cls(data_dir=resolved_dir, db_url=resolved_url, log_level=log_level)
 
     @property
     def lake_dir(self) -> Path:
@@ -79,6 +83,8 @@ class Settings:
 def check_db_url(url: str) -> str:
     """Accept ``sqlite:///PATH`` and ``postgresql://...``/``postgres://...`` URLs."""
     if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
+        if url[len(SQLITE_PREFIX) :].startswith(":memory:"):
+            raise InvalidInputError("An in-memory SQLite database cannot hold marketpipe's state; use a file path")
         return url
     if urlsplit(url).scheme in ("postgresql", "postgres"):
         return url

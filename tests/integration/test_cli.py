@@ -76,3 +76,13 @@ def test_usage_errors_exit_2(env):
 def test_bad_database_url_is_a_user_error(env):
     result = run_cli("inventory", env={**env, "MARKETPIPE_DB_URL": "mysql://u:pw@h/db"})
     assert result.returncode == 1 and "Unsupported database URL" in result.stderr and "pw@" not in result.stderr
+
+
+def test_bad_log_level_is_a_user_error(env):
+    result = run_cli("inventory", env={**env, "MARKETPIPE_LOG_LEVEL": "bogus"})
+    assert result.returncode == 1 and "MARKETPIPE_LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_in_memory_database_url_is_refused(env):
+    result = run_cli("demo", env={**env, "MARKETPIPE_DB_URL": "sqlite:///:memory:"})
+    assert result.returncode == 1 and "in-memory" in result.stderr

@@ -145,3 +145,53 @@ def test_sigkill_during_writes_never_leaves_a_partial_file_visible(tmp_path):
 @pytest.mark.slow
 def test_sigkill_soak_sixty_kill_points(tmp_path):
     _kill_writers_repeatedly(tmp_path, kill_points=60, seed=20261123)
+
+
+def test_engines_on_differently_spelled_roots_share_locks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    engines = [ParquetStorageEngine("lake"), ParquetStorageEngine(tmp_path / "lake")]
+    versions = [random_walk_bars(DAY, 1440, seed=s) for s in (0, 1)]
+    errors = []
+
+    def overwrite(engine, df):
+        for _ in range(60):
+            try:
+                engine.write(df, frame="1m", symbol="AAPL", trading_day=DAY, job_id="J", overwrite=True)
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=overwrite, args=(e, v)) for e, v in zip(engines, versions, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert any(engines[0].load_symbol_data("AAPL", "1m").equals(v) for v in versions)
+
+
+def test_deletes_racing_writes_never_fail_a_write_or_a_read(tmp_path):
+    writer, deleter = ParquetStorageEngine(tmp_path), ParquetStorageEngine(tmp_path)
+    df = random_walk_bars(DAY, 1440, seed=3)
+    stop = threading.Event()
+    errors = []
+
+    def delete_loop():
+        while not stop.is_set():
+            try:
+                deleter.delete_job("B")
+                deleter.load_symbol_data("AAPL", "1m")
+            except Exception as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=delete_loop)
+    thread.start()
+    try:
+        for _ in range(200):
+            try:
+                writer.write(df, frame="1m", symbol="AAPL", trading_day=DAY, job_id="B", overwrite=True)
+            except Exception as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []

@@ -254,3 +254,8 @@ def test_repr_and_properties(tmp_path):
 def test_trading_day_accepts_datetime(engine, make_day_bars):
     path = engine.write(make_day_bars(D1), frame="1m", symbol="AAPL", trading_day=datetime(2024, 1, 1, 5), job_id="j")
     assert "date=2024-01-01" in str(path)
+
+
+def test_load_symbol_data_accepts_datetimes_and_timestamps_as_dates(engine, make_day_bars):
+    write_days(engine, make_day_bars)
+    assert len(engine.load_symbol_data("AAPL", "1m", datetime(2024, 1, 2, 15), pd.Timestamp("2024-01-02"))) == 1440

@@ -211,3 +211,24 @@ async def test_hostile_symbols_never_reach_sql(db_path):
     repo = SqliteOHLCVRepository(db_path)
     with pytest.raises(ValueError, match="Invalid symbol"):
         await repo.count_bars("x' OR '1'='1")  # type: ignore[arg-type]
+
+
+def test_in_memory_databases_are_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="needs a file path"):
+        SqliteCheckpointRepository(":memory:")
+
+
+async def test_a_database_with_a_foreign_schema_fails_loudly(db_path):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE ohlcv_bars (id TEXT PRIMARY KEY, symbol TEXT, timestamp_ns INTEGER)")
+    with pytest.raises(RepositoryError, match=r"Cannot migrate.*ohlcv_bars"):
+        await SqliteOHLCVRepository(db_path).count_bars(Symbol("AAPL"))
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 0
+
+
+async def test_datetimes_are_refused_where_a_trading_date_is_expected(db_path):
+    repo = SqliteSymbolBarsRepository(db_path)
+    with pytest.raises(ValueError, match="trading_date must be a date"):
+        await repo.get_by_symbol_and_date(Symbol("AAPL"), datetime(2024, 1, 1))

@@ -88,3 +88,10 @@ def test_aggregate_refuses_duplicates_foreign_bars_and_bars_after_completion():
 def test_aggregate_requires_a_date():
     with pytest.raises(ValueError, match="trading_date must be a date"):
         SymbolBarsAggregate("AAPL", datetime(2024, 1, 1))  # type: ignore[arg-type]
+
+
+def test_bar_accepts_numpy_scalars_and_stores_python_numbers():
+    import numpy as np
+
+    b = OHLCVBar(Symbol("AAPL"), np.int64(T0), np.float64(10), np.float32(11), np.int64(9), 10.5, np.float64(0.25))
+    assert type(b.timestamp_ns) is int and type(b.low) is float and b.volume == 0.25

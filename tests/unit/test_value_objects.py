@@ -41,6 +41,9 @@ def test_symbol_is_normalised_to_upper_case(raw, expected):
         "C:\\x",
         "ÄPFEL",
         "%2e%2e",
+        "ß",
+        "ﬁ",
+        "ＡＡＰＬ",
     ],
 )
 def test_invalid_symbols_raise_clear_value_error(bad):

@@ -101,3 +101,33 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
                 raise DataValidationError(name, f"Column {name!r} must hold whole numbers >= 0", _positions(bad))
             out[name] = values.astype("int64")
     return out
+
+
+def timestamps_to_ns(df: pd.DataFrame) -> pd.DataFrame:
+    """A bar frame keyed by ``ts_ns`` from one that has ``ts_ns`` or a datetime ``timestamp`` column.
+
+    ``timestamp`` must be a datetime column (naive values are taken as UTC; any resolution or time zone);
+    strings and numbers are refused rather than guessed. The ``timestamp`` column is replaced by ``ts_ns``.
+    """
+    if TIMESTAMP_COLUMN in df.columns or "timestamp" not in df.columns:
+        return df
+    stamps = df["timestamp"]
+    if not pd.api.types.is_datetime64_any_dtype(stamps.dtype):
+        raise SchemaError(f"Column 'timestamp' must be a datetime column, got dtype {stamps.dtype}")
+    if stamps.isna().any():
+        raise DataValidationError(
+            "timestamp", "Column 'timestamp' has missing values", _positions(stamps.isna().to_numpy())
+        )
+    utc = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
+    out = df.drop(columns=["timestamp"])
+    out.insert(0, TIMESTAMP_COLUMN, utc.dt.as_unit("ns").astype("int64").to_numpy())
+    return out
+
+
+def ns_to_timestamps(df: pd.DataFrame) -> pd.DataFrame:
+    """The inverse of :func:`timestamps_to_ns`: ``ts_ns`` becomes a ``timestamp`` column (datetime64[ns, UTC])."""
+    if TIMESTAMP_COLUMN not in df.columns:
+        return df
+    out = df.drop(columns=[TIMESTAMP_COLUMN])
+    out.insert(0, "timestamp", pd.to_datetime(df[TIMESTAMP_COLUMN].to_numpy(), unit="ns", utc=True))
+    return out

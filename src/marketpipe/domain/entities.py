@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,10 +35,15 @@ class OHLCVBar:
     def __post_init__(self) -> None:
         object.__setattr__(self, "symbol", Symbol(self.symbol))
         object.__setattr__(self, "interval", Interval(self.interval))
-        if isinstance(self.timestamp_ns, bool) or not isinstance(self.timestamp_ns, int):
+        if isinstance(self.timestamp_ns, bool) or not isinstance(self.timestamp_ns, numbers.Integral):
             raise DataValidationError("timestamp", f"timestamp_ns must be an int, got {self.timestamp_ns!r}")
+        object.__setattr__(self, "timestamp_ns", int(self.timestamp_ns))
+        for name in ("open", "high", "low", "close", "volume"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         prices = (self.open, self.high, self.low, self.close)
-        if not all(isinstance(p, int | float) and math.isfinite(p) for p in prices):
+        if not all(isinstance(p, float) and math.isfinite(p) for p in prices):
             raise DataValidationError("finite_prices", f"Bar {self._where()} has a non-finite price: {prices}")
         if not (self.low <= min(self.open, self.close) and max(self.open, self.close) <= self.high):
             raise DataValidationError(
@@ -45,7 +51,7 @@ class OHLCVBar:
                 f"Bar {self._where()} breaks low <= open, close <= high: "
                 f"o={self.open} h={self.high} l={self.low} c={self.close}",
             )
-        if not (isinstance(self.volume, int | float) and math.isfinite(self.volume) and self.volume >= 0):
+        if not (isinstance(self.volume, float) and math.isfinite(self.volume) and self.volume >= 0):
             raise DataValidationError("volume", f"Bar {self._where()} has invalid volume {self.volume!r}")
 
     def _where(self) -> str:

@@ -44,7 +44,7 @@ class Symbol:
         if not isinstance(value, str):
             raise InvalidInputError(f"Symbol must be a string, got {type(value).__name__}")
         normalised = value.strip().upper()
-        if not _SYMBOL_RE.fullmatch(normalised):
+        if not value.isascii() or not _SYMBOL_RE.fullmatch(normalised):
             raise InvalidInputError(
                 f"Invalid symbol {value!r}: use 1-32 characters A-Z, 0-9, '.', '-', '_', "
                 "starting with a letter or digit"

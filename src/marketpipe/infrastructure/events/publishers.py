@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import defaultdict, deque
-from collections.abc import Sequence
 
 from marketpipe.domain.events import DomainEvent
 from marketpipe.domain.repositories import EventHandler, IEventPublisher
@@ -56,10 +55,6 @@ class InMemoryEventPublisher(IEventPublisher):
                     await result
             except Exception:
                 log.exception("Event handler %r failed for %s event %s", handler, event.event_type, event.event_id)
-
-    async def publish_many(self, events: Sequence[DomainEvent]) -> None:
-        for event in events:
-            await self.publish(event)
 
     @property
     def published_events(self) -> list[DomainEvent]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiosqlite
 
-from marketpipe.domain.errors import RepositoryError
+from marketpipe.domain.errors import InvalidInputError, RepositoryError
 from marketpipe.infrastructure.repositories.sqlite_migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 30_000
@@ -27,6 +27,8 @@ class SqliteDatabase:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if str(path).startswith(":memory:") or str(path) == "":
+            raise InvalidInputError("SqliteDatabase needs a file path: every operation opens its own connection")
         self.path = Path(path)
         self._schema_ready = False
         self._schema_lock: asyncio.Lock | None = None

@@ -15,12 +15,12 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from marketpipe.domain.aggregates import SymbolBarsAggregate
 from marketpipe.domain.entities import OHLCVBar
-from marketpipe.domain.errors import ConcurrencyError, RepositoryError
+from marketpipe.domain.errors import ConcurrencyError, InvalidInputError, RepositoryError
 from marketpipe.domain.repositories import ICheckpointRepository, IOHLCVRepository, ISymbolBarsRepository
 from marketpipe.domain.value_objects import Interval, Symbol, TimeRange, validate_identifier
 from marketpipe.infrastructure.repositories.sqlite_database import SqliteDatabase, execute, fetch_all, fetch_one
@@ -67,7 +67,7 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
                     db,
                     f"SELECT {self._COLUMNS} FROM symbol_bars_aggregates "
                     "WHERE symbol = ? AND trading_date = ? AND interval = ?",
-                    (Symbol(symbol).value, trading_date.isoformat(), Interval(interval).value),
+                    (Symbol(symbol).value, _day(trading_date), Interval(interval).value),
                 )
         return None if row is None else _aggregate_from_row(row)
 
@@ -127,9 +127,15 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
                 deleted = await execute(
                     db,
                     "DELETE FROM symbol_bars_aggregates WHERE symbol = ? AND trading_date = ? AND interval = ?",
-                    (Symbol(symbol).value, trading_date.isoformat(), Interval(interval).value),
+                    (Symbol(symbol).value, _day(trading_date), Interval(interval).value),
                 )
                 return deleted > 0
+
+
+def _day(trading_date: date) -> str:
+    if isinstance(trading_date, datetime) or not isinstance(trading_date, date):
+        raise InvalidInputError(f"trading_date must be a date, got {trading_date!r}")
+    return trading_date.isoformat()
 
 
 def _aggregate_from_row(row: sqlite3.Row) -> SymbolBarsAggregate:

@@ -1,4 +1,8 @@
-"""Versioned schema of the SQLite state database. Append new migrations; never edit an applied one."""
+"""Versioned schema of the SQLite state database. Append new migrations; never edit an applied one.
+
+Migrations create their tables without ``IF NOT EXISTS``: a database holding same-named tables of another
+schema (seed 000's original ``ohlcv_bars``, say) fails loudly instead of being marked migrated.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         1,
         "domain tables: aggregates, bars, checkpoints",
         """
-        CREATE TABLE IF NOT EXISTS symbol_bars_aggregates (
+        CREATE TABLE symbol_bars_aggregates (
             symbol TEXT NOT NULL,
             trading_date TEXT NOT NULL,
             interval TEXT NOT NULL DEFAULT '1m',
@@ -19,7 +23,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
             PRIMARY KEY (symbol, trading_date, interval)
         );
-        CREATE TABLE IF NOT EXISTS ohlcv_bars (
+        CREATE TABLE ohlcv_bars (
             symbol TEXT NOT NULL,
             interval TEXT NOT NULL DEFAULT '1m',
             timestamp_ns INTEGER NOT NULL,
@@ -33,7 +37,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
             PRIMARY KEY (symbol, interval, timestamp_ns)
         ) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS checkpoints (
+        CREATE TABLE checkpoints (
             scope TEXT NOT NULL DEFAULT 'default',
             symbol TEXT NOT NULL,
             checkpoint_data TEXT NOT NULL,

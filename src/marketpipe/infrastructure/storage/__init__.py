@@ -1,5 +1,7 @@
-"""Storage: the Parquet lake (day/job partitions of seed 000)."""
+"""Storage: the Parquet lake (day/job partitions of seed 000, month partitions of seed 004) and its readers."""
 
-from marketpipe.infrastructure.storage.parquet_engine import FileSummary, ParquetStorageEngine, StoredFile
+from marketpipe.infrastructure.storage.lake_layout import FileSummary, LakeFile
+from marketpipe.infrastructure.storage.parquet_engine import ParquetStorageEngine
+from marketpipe.infrastructure.storage.parquet_manager import ParquetManager
 
-__all__ = ["FileSummary", "ParquetStorageEngine", "StoredFile"]
+__all__ = ["FileSummary", "LakeFile", "ParquetManager", "ParquetStorageEngine"]

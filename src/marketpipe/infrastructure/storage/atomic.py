@@ -18,7 +18,7 @@ from pathlib import Path
 import fasteners
 
 TEMP_MARKER = ".tmp-"
-LOCK_DIR_NAME = "_locks"
+WRITE_ATTEMPTS = 3
 
 # POSIX record locks belong to a process, not a thread: two threads of one process would both "hold" the same
 # fasteners lock. Striped in-process locks serialise same-path access inside the process first.
@@ -45,10 +45,17 @@ def atomic_write(final_path: Path, write: Callable[[Path], None], *, overwrite: 
     With ``overwrite=False`` an existing ``final_path`` raises FileExistsError and is left untouched (the
     no-clobber rename is done with ``os.link``, which fails if the name exists). The caller holds the lock.
     """
-    final_path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = temp_path_for(final_path)
     try:
-        write(temp_path)
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                write(temp_path)
+                break
+            except FileNotFoundError:
+                # A concurrent delete removed the (then empty) partition directory; make it again.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
         with temp_path.open("rb+") as handle:
             os.fsync(handle.fileno())
         if overwrite:
@@ -76,7 +83,8 @@ def remove_stale_temp_files(final_path: Path) -> int:
 @contextlib.contextmanager
 def path_lock(lock_file: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_file`` against other threads and other processes."""
-    stripe = int.from_bytes(hashlib.blake2b(str(lock_file).encode(), digest_size=2).digest()) % len(_THREAD_LOCKS)
+    key = str(lock_file.resolve()).encode()  # "lake" and "/abs/lake" must share a stripe
+    stripe = int.from_bytes(hashlib.blake2b(key, digest_size=2).digest()) % len(_THREAD_LOCKS)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with _THREAD_LOCKS[stripe], fasteners.InterProcessLock(str(lock_file)):
         yield

@@ -1,5 +1,12 @@
-"""Hive-style paths of the lake: ``frame=1m/symbol=BTCUSDT/date=2024-01-01/{job_id}.parquet``.
+"""Hive-style paths of the lake, shared by every writer and reader.
 
+Two kinds of partition live side by side under the same keys ``frame``, ``symbol``, ``date``:
+
+- day partitions (ParquetStorageEngine): ``frame=1m/symbol=BTCUSDT/date=2024-01-01/{job_id}.parquet``;
+- month partitions (ParquetManager): ``frame=1h/symbol=BTCUSDT/date=2024-01/data.parquet``.
+
+``date`` is the partition's period: a day (``YYYY-MM-DD``) or a month (``YYYY-MM``). Because the keys are the
+same, one glob (``**/*.parquet`` with hive partitioning) reads the whole lake in DuckDB, pyarrow and polars.
 Every path component is built from a validated value (Interval, Symbol, date, job id), so no caller-given
 string can escape the lake root. Bookkeeping files live under names starting with ``_`` or ``.``, which
 ``pyarrow.dataset`` skips and ``*.parquet`` globs never match.
@@ -7,45 +14,224 @@ string can escape the lake root. Bookkeeping files live under names starting wit
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from enum import StrEnum
 from pathlib import Path
 
-from marketpipe.domain.value_objects import Interval, Symbol, validate_identifier
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from marketpipe.domain.errors import DataValidationError, InvalidInputError, StorageError
+from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, validate_identifier
 
 PARQUET_SUFFIX = ".parquet"
 LOCKS_DIR = "_locks"
+MONTH_FILE_NAME = "data"
+
+
+class Granularity(StrEnum):
+    DAY = "day"
+    MONTH = "month"
 
 
 @dataclass(frozen=True, slots=True)
-class DayPartitionKey:
-    """Identifies one job file of one day partition."""
+class PartitionKey:
+    """One file of the lake: (frame, symbol, period, file name without suffix)."""
 
     frame: Interval
     symbol: Symbol
-    trading_day: date
-    job_id: str
+    period: date
+    granularity: Granularity
+    name: str
 
     @classmethod
-    def of(cls, frame: str | Interval, symbol: str | Symbol, trading_day: date, job_id: str) -> DayPartitionKey:
-        return cls(Interval(frame), Symbol(symbol), trading_day, validate_identifier(job_id, "job id"))
+    def day(cls, frame: str | Interval, symbol: str | Symbol, trading_day: date, job_id: str) -> PartitionKey:
+        return cls(Interval(frame), Symbol(symbol), trading_day, Granularity.DAY, validate_identifier(job_id, "job id"))
+
+    @classmethod
+    def month(cls, frame: str | Interval, symbol: str | Symbol, year: int, month: int) -> PartitionKey:
+        return cls(Interval(frame), Symbol(symbol), month_start(year, month), Granularity.MONTH, MONTH_FILE_NAME)
+
+    @property
+    def period_text(self) -> str:
+        return self.period.isoformat() if self.granularity is Granularity.DAY else self.period.strftime("%Y-%m")
 
     @property
     def relative_dir(self) -> Path:
-        return Path(f"frame={self.frame}", f"symbol={self.symbol}", f"date={self.trading_day.isoformat()}")
+        return Path(f"frame={self.frame}", f"symbol={self.symbol}", f"date={self.period_text}")
 
     @property
-    def file_name(self) -> str:
-        return f"{self.job_id}{PARQUET_SUFFIX}"
+    def span_ns(self) -> tuple[int, int]:
+        """The time span ``[start, end)`` the partition covers, in epoch nanoseconds (UTC)."""
+        end = self.period + timedelta(days=1) if self.granularity is Granularity.DAY else next_month(self.period)
+        return datetime_to_ns(self.period), datetime_to_ns(end)
+
+    def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
+        """Whether the partition's span meets ``[start_ns, end_ns)``; a None bound is open."""
+        low, high = self.span_ns
+        return (end_ns is None or low < end_ns) and (start_ns is None or start_ns < high)
+
+    def check_contains(self, ts_ns: np.ndarray) -> None:
+        """Raise DataValidationError naming the rows whose timestamps fall outside the partition's span."""
+        low, high = self.span_ns
+        outside = (ts_ns < low) | (ts_ns >= high)
+        if outside.any():
+            raise DataValidationError(
+                "partition_mismatch",
+                f"Bars open outside {'trading day' if self.granularity is Granularity.DAY else 'month'} "
+                f"{self.period_text} (UTC)",
+                outside.nonzero()[0].tolist(),
+            )
 
     def path_under(self, root: Path) -> Path:
-        return root / self.relative_dir / self.file_name
+        return root / self.relative_dir / f"{self.name}{PARQUET_SUFFIX}"
 
     def lock_path_under(self, root: Path) -> Path:
-        return root / LOCKS_DIR / self.relative_dir / f"{self.job_id}.lock"
+        return root / LOCKS_DIR / self.relative_dir / f"{self.name}.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class LakeFile:
+    """A data file found in the lake."""
+
+    key: PartitionKey
+    path: Path
+    size_bytes: int
+
+    @property
+    def frame(self) -> str:
+        return self.key.frame.value
+
+    @property
+    def symbol(self) -> str:
+        return self.key.symbol.value
+
+    @property
+    def period(self) -> date:
+        return self.key.period
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    trading_day = period  # day partitions: the UTC day
+    job_id = name  # day partitions: the job that wrote the file
+
+
+@dataclass(frozen=True, slots=True)
+class FileSummary:
+    """Row count and time span of a lake file, read from its Parquet footer only."""
+
+    file: LakeFile
+    rows: int
+    first_ts_ns: int | None
+    last_ts_ns: int | None
+
+
+def month_start(year: int, month: int) -> date:
+    try:
+        return date(int(year), int(month), 1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"Invalid partition month {year!r}-{month!r}: {exc}") from exc
+
+
+def next_month(first_day: date) -> date:
+    """The first day of the month after ``first_day``'s month."""
+    return date(first_day.year + first_day.month // 12, first_day.month % 12 + 1, 1)
+
+
+def parse_period(text: str) -> tuple[date, Granularity] | None:
+    """``("2024-01-01")`` -> day partition, ``("2024-01")`` -> month partition, anything else -> None."""
+    with contextlib.suppress(ValueError):
+        if len(text) == 10:
+            return date.fromisoformat(text), Granularity.DAY
+        if len(text) == 7 and text[4] == "-":
+            return date(int(text[:4]), int(text[5:]), 1), Granularity.MONTH
+    return None
 
 
 def hive_value(directory: Path, key: str) -> str | None:
     """``"1m"`` for a directory named ``frame=1m`` and key ``frame``; None if it is not that key."""
     prefix = f"{key}="
     return directory.name[len(prefix) :] if directory.name.startswith(prefix) else None
+
+
+def iter_lake_files(
+    root: Path,
+    *,
+    frame: str | None = None,
+    symbol: str | None = None,
+    granularity: Granularity | None = None,
+) -> Iterator[LakeFile]:
+    """Data files of the lake in path order, optionally of one frame, symbol and partition granularity.
+
+    Directories that do not parse as partitions (not ours) are skipped.
+    """
+    frame_dirs = [root / f"frame={Interval(frame)}"] if frame else sorted(root.glob("frame=*"))
+    symbol_glob = f"symbol={Symbol(symbol)}" if symbol else "symbol=*"
+    for frame_dir in frame_dirs:
+        try:
+            frame_value = Interval(hive_value(frame_dir, "frame") or "")
+        except ValueError:
+            continue
+        for symbol_dir in sorted(frame_dir.glob(symbol_glob)):
+            try:
+                symbol_value = Symbol(hive_value(symbol_dir, "symbol") or "")
+            except ValueError:
+                continue
+            for period_dir in sorted(symbol_dir.glob("date=*")):
+                parsed = parse_period(hive_value(period_dir, "date") or "")
+                if parsed is None or (granularity is not None and parsed[1] is not granularity):
+                    continue
+                for path in sorted(period_dir.glob(f"*{PARQUET_SUFFIX}")):
+                    if path.name.startswith((".", "_")):
+                        continue
+                    key = PartitionKey(
+                        frame_value, symbol_value, parsed[0], parsed[1], path.name[: -len(PARQUET_SUFFIX)]
+                    )
+                    with contextlib.suppress(FileNotFoundError):
+                        yield LakeFile(key, path, path.stat().st_size)
+
+
+def summarize_files(files: list[LakeFile], timestamp_column: str = "ts_ns") -> list[FileSummary]:
+    """Rows and first/last timestamp of each file, from Parquet footers (no data pages are read)."""
+    summaries = []
+    for lake_file in files:
+        try:
+            metadata = pq.read_metadata(lake_file.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"Cannot read footer of {lake_file.path}: {exc}") from exc
+        first, last = _timestamp_bounds(metadata, timestamp_column)
+        summaries.append(FileSummary(lake_file, metadata.num_rows, first, last))
+    return summaries
+
+
+def _timestamp_bounds(metadata: pq.FileMetaData, column: str) -> tuple[int | None, int | None]:
+    names = metadata.schema.to_arrow_schema().names
+    if column not in names or metadata.num_rows == 0:
+        return None, None
+    index = names.index(column)
+    lows, highs = [], []
+    for i in range(metadata.num_row_groups):
+        stats = metadata.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return None, None
+        lows.append(stats.min)
+        highs.append(stats.max)
+    return min(lows), max(highs)
+
+
+def remove_empty_dirs(directory: Path, stop: Path) -> None:
+    """Remove ``directory`` and its parents up to (not including) ``stop`` while they are empty."""
+    stop = stop.resolve()
+    current = directory
+    while current.resolve() != stop and stop in current.resolve().parents:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent

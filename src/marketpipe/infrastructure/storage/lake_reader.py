@@ -1,0 +1,114 @@
+"""Reading bars from lake files: projection and time filters pushed into the Parquet scan, duplicates resolved.
+
+Files are scanned together by ``pyarrow.dataset`` (parallel, row groups skipped by their ``ts_ns`` statistics).
+When two files hold the same bar (a backfill job beside the original, a day file beside a month file), the
+bar from the most recently written file wins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from marketpipe.domain.bar_frame import REQUIRED_COLUMNS, TIMESTAMP_COLUMN
+from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
+from marketpipe.infrastructure.storage.lake_layout import LakeFile
+
+FILENAME_FIELD = "__filename"
+
+
+def empty_bar_frame(columns: list[str] | None = None) -> pd.DataFrame:
+    """A frame with no rows and the bar columns (or ``columns``) with their canonical dtypes."""
+    return pd.DataFrame(
+        {c: pd.Series(dtype="int64" if c == TIMESTAMP_COLUMN else "float64") for c in (columns or REQUIRED_COLUMNS)}
+    )
+
+
+def read_bar_files(
+    files: list[LakeFile],
+    *,
+    columns: list[str] | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+) -> pd.DataFrame:
+    """Bars of ``files`` with ``start_ns <= ts_ns < end_ns``, sorted by ``ts_ns``, one row per timestamp.
+
+    ``columns`` selects columns (``ts_ns`` is always included). Raises SchemaError for unknown columns and
+    StorageError for unreadable files.
+    """
+    if columns is not None:
+        if not all(isinstance(c, str) for c in columns):
+            raise InvalidInputError(f"Column names must be strings: {columns!r}")
+        columns = list(dict.fromkeys([TIMESTAMP_COLUMN, *columns]))
+    for attempt in range(2):
+        present = files if attempt == 0 else [f for f in files if f.path.exists()]
+        if not present:
+            return empty_bar_frame(columns)
+        try:
+            table = _scan(present, columns, start_ns, end_ns)
+            break
+        except (OSError, pa.ArrowException) as exc:
+            # A concurrent delete may have removed a listed file: retry once with the files still there.
+            if attempt == 1 or all(f.path.exists() for f in present):
+                raise StorageError(f"Cannot read lake files: {exc}") from exc
+    return table.to_pandas()
+
+
+def _scan(files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None) -> pa.Table:
+    paths = [str(f.path) for f in files]
+    schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive")
+    if columns is not None:
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise SchemaError(f"Unknown columns {missing}; stored columns are {schema.names}")
+    dataset = ds.dataset(paths, schema=schema, format="parquet")
+    table = dataset.to_table(columns=columns, filter=_time_filter(start_ns, end_ns))
+    ts = table.column(TIMESTAMP_COLUMN).to_numpy()
+    if len(ts) > 1 and not bool(np.all(np.diff(ts) > 0)):
+        table = _sorted_newest_wins(dataset, table, files, columns, start_ns, end_ns)
+    return table
+
+
+def _time_filter(start_ns: int | None, end_ns: int | None) -> pc.Expression | None:
+    expression = None
+    if start_ns is not None:
+        expression = ds.field(TIMESTAMP_COLUMN) >= pa.scalar(int(start_ns), pa.int64())
+    if end_ns is not None:
+        upper = ds.field(TIMESTAMP_COLUMN) < pa.scalar(int(end_ns), pa.int64())
+        expression = upper if expression is None else expression & upper
+    return expression
+
+
+def _sorted_newest_wins(
+    dataset: ds.Dataset,
+    table: pa.Table,
+    files: list[LakeFile],
+    columns: list[str] | None,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> pa.Table:
+    ts = table.column(TIMESTAMP_COLUMN).to_numpy()
+    order = np.argsort(ts, kind="stable")
+    if bool(np.all(np.diff(ts[order]) > 0)):
+        return table.take(order)
+    # Duplicates: rank every row by when its file was written, keep the newest per timestamp.
+    wanted = (columns or dataset.schema.names) + [FILENAME_FIELD]
+    table = dataset.to_table(columns=wanted, filter=_time_filter(start_ns, end_ns))
+    written = {str(f.path): _mtime_ns(f) for f in files}
+    rank = np.array([written.get(name, 0) for name in table.column(FILENAME_FIELD).to_pylist()], dtype=np.int64)
+    ts = table.column(TIMESTAMP_COLUMN).to_numpy()
+    order = np.lexsort((rank, ts))
+    ts_sorted = ts[order]
+    keep = np.r_[ts_sorted[1:] != ts_sorted[:-1], True]
+    return table.drop_columns([FILENAME_FIELD]).take(order[keep])
+
+
+def _mtime_ns(lake_file: LakeFile) -> int:
+    try:
+        return lake_file.path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0

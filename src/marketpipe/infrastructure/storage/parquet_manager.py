@@ -1,0 +1,176 @@
+"""ParquetManager: month-partitioned warm storage (seed 004), one file per (interval, symbol, month).
+
+Layout: ``{root}/frame=1h/symbol=BTCUSDT/date=2024-01/data.parquet``, beside the day/job partitions of
+ParquetStorageEngine under the same hive keys (see docs/storage.md). Writing a month that exists merges: rows
+are de-duplicated on the bar timestamp with the newer write winning, sorted, and the file is replaced
+atomically under an inter-process lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, ns_to_timestamps, timestamps_to_ns, validate_bar_frame
+from marketpipe.domain.errors import DataValidationError, InvalidInputError
+from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
+from marketpipe.infrastructure.storage.atomic import atomic_write, path_lock, remove_stale_temp_files
+from marketpipe.infrastructure.storage.lake_layout import (
+    Granularity,
+    LakeFile,
+    PartitionKey,
+    iter_lake_files,
+    remove_empty_dirs,
+)
+from marketpipe.infrastructure.storage.lake_reader import read_bar_files
+from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, check_compression, write_bars_table
+
+log = logging.getLogger(__name__)
+
+MONTH_ROW_GROUP_SIZE = 16_384  # about 11 days of 1m bars: a one-day query reads one or two row groups
+
+
+class ParquetManager:
+    """Month partitions of bars, read by date range with partition pruning, projection and row-group skipping.
+
+    Frames passed in have a ``timestamp`` column (datetime; naive means UTC) or ``ts_ns`` (int64 epoch ns), and
+    float ``open``, ``high``, ``low``, ``close``, ``volume``; other numeric columns are kept. Frames returned have
+    ``timestamp`` (datetime64[ns, UTC]) first, sorted ascending.
+
+    Raises:
+        SchemaError, EmptyDataError, DataValidationError: a frame with wrong columns/types or bad bars.
+        InvalidInputError: a bad symbol, interval, month, compression or date range.
+
+    Examples:
+        >>> manager = ParquetManager("data/lake")  # doctest: +SKIP
+        >>> manager.write_partition(df, "btcusdt", "1h", 2024, 1)  # doctest: +SKIP
+        >>> manager.read_date_range("btcusdt", "1h", datetime(2024, 1, 1), datetime(2024, 3, 31))  # doctest: +SKIP
+        >>> manager.list_partitions("btcusdt", "1h")  # doctest: +SKIP
+        [(2024, 1), (2024, 2), (2024, 3)]
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        compression: str = DEFAULT_COMPRESSION,
+        *,
+        row_group_size: int = MONTH_ROW_GROUP_SIZE,
+    ) -> None:
+        self._root = Path(root)
+        self._compression = check_compression(compression)
+        self._row_group_size = row_group_size
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def get_partition_path(self, symbol: str, interval: str, year: int, month: int) -> Path:
+        return PartitionKey.month(interval, symbol, year, month).path_under(self._root)
+
+    def write_partition(self, df: pd.DataFrame, symbol: str, interval: str, year: int, month: int) -> Path:
+        """Store the bars of one month, merging with what the month already holds (newer rows win).
+
+        Every bar must open within the month (UTC). Returns the partition file's path.
+        """
+        key = PartitionKey.month(interval, symbol, year, month)
+        new = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), key))
+        key.check_contains(new[TIMESTAMP_COLUMN].to_numpy())
+        target = key.path_under(self._root)
+        with path_lock(key.lock_path_under(self._root)):
+            remove_stale_temp_files(target)
+            if target.exists():
+                existing = read_bar_files([LakeFile(key, target, 0)])
+                merged = pd.concat([existing, new], ignore_index=True)
+                merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
+                new = validate_bar_frame(merged)
+            table = pa.Table.from_pandas(new, preserve_index=False)
+            atomic_write(target, self._writer(table))
+        log.debug("wrote %d bars to %s", table.num_rows, target)
+        return target
+
+    def _writer(self, table: pa.Table):  # noqa: ANN202 - a closure passed to atomic_write
+        def write(path: Path) -> None:
+            write_bars_table(table, path, compression=self._compression, row_group_size=self._row_group_size)
+
+        return write
+
+    def read_partition(self, symbol: str, interval: str, year: int, month: int) -> pd.DataFrame:
+        """All bars of one month (empty frame if the month is not stored)."""
+        key = PartitionKey.month(interval, symbol, year, month)
+        path = key.path_under(self._root)
+        return ns_to_timestamps(read_bar_files([LakeFile(key, path, 0)] if path.exists() else []))
+
+    def read_date_range(
+        self,
+        symbol: str,
+        interval: str,
+        start: datetime | date,
+        end: datetime | date,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Bars with ``start <= timestamp < end`` (start inclusive, end exclusive), sorted.
+
+        Only the month partitions that overlap the range are opened; within them, row groups outside the range
+        are skipped by their statistics. ``columns`` selects columns (``timestamp`` is always returned).
+        """
+        start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
+        if end_ns < start_ns:
+            raise InvalidInputError(f"end {end} precedes start {start}")
+        files = [f for f in self._month_files(symbol, interval) if f.key.overlaps(start_ns, end_ns)]
+        wanted = None if columns is None else [TIMESTAMP_COLUMN if c == "timestamp" else c for c in columns]
+        return ns_to_timestamps(read_bar_files(files, columns=wanted, start_ns=start_ns, end_ns=end_ns))
+
+    def list_partitions(self, symbol: str, interval: str) -> list[tuple[int, int]]:
+        """Stored months as ``(year, month)``, oldest first."""
+        return [(f.period.year, f.period.month) for f in self._month_files(symbol, interval)]
+
+    def list_symbols(self, interval: str | None = None) -> list[str]:
+        return sorted({f.symbol for f in iter_lake_files(self._root, frame=interval, granularity=Granularity.MONTH)})
+
+    def delete_partition(self, symbol: str, interval: str, year: int, month: int) -> bool:
+        """Delete one month; True if it existed."""
+        key = PartitionKey.month(interval, symbol, year, month)
+        path = key.path_under(self._root)
+        with path_lock(key.lock_path_under(self._root)):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+        remove_empty_dirs(path.parent, stop=self._root)
+        return True
+
+    def _month_files(self, symbol: str, interval: str) -> list[LakeFile]:
+        return list(iter_lake_files(self._root, frame=interval, symbol=symbol, granularity=Granularity.MONTH))
+
+    def __repr__(self) -> str:
+        return f"ParquetManager(root={str(self._root)!r}, compression={self._compression!r})"
+
+
+def _without_key_columns(df: pd.DataFrame, key: PartitionKey) -> pd.DataFrame:
+    """Drop ``symbol``/``interval`` columns after checking they agree with the partition."""
+    expected = {"symbol": key.symbol.value, "interval": key.frame.value}
+    present = [c for c in expected if c in df.columns]
+    for column in present:
+        normalise = Symbol if column == "symbol" else Interval
+        raw = df[column].astype(str)
+        canonical = {value: _canonical(normalise, value) for value in raw.unique()}
+        mismatched = (raw.map(canonical) != expected[column]).to_numpy()
+        if mismatched.any():
+            raise DataValidationError(
+                "partition_mismatch",
+                f"Column {column!r} disagrees with the partition value {expected[column]!r}",
+                mismatched.nonzero()[0].tolist(),
+            )
+    return df.drop(columns=present)
+
+
+def _canonical(normalise: type[Symbol] | type[Interval], value: str) -> str | None:
+    try:
+        return normalise(value).value
+    except ValueError:
+        return None
