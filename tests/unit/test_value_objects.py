@@ -43,7 +43,7 @@ def test_symbol_is_normalised_to_upper_case(raw, expected):
         "%2e%2e",
         "ß",
         "ﬁ",
-        "ＡＡＰＬ",
+        "\uff21\uff21\uff30\uff2c",  # fullwidth AAPL
     ],
 )
 def test_invalid_symbols_raise_clear_value_error(bad):

@@ -7,10 +7,14 @@ rule at once, vectorised, and raises a typed :class:`DataValidationError` naming
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from marketpipe.domain.entities import OHLCVBar
 from marketpipe.domain.errors import DataValidationError, EmptyDataError, SchemaError
+from marketpipe.domain.value_objects import Interval, Symbol
 
 TIMESTAMP_COLUMN = "ts_ns"
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -18,6 +22,13 @@ VOLUME_COLUMN = "volume"
 REQUIRED_COLUMNS = (TIMESTAMP_COLUMN, *PRICE_COLUMNS, VOLUME_COLUMN)
 OPTIONAL_INTEGER_COLUMNS = ("trade_count",)
 OPTIONAL_FLOAT_COLUMNS = ("quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "vwap")
+
+
+def empty_bar_frame(columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A frame with no rows and the bar columns (or ``columns``) with their canonical dtypes."""
+    return pd.DataFrame(
+        {c: pd.Series(dtype="int64" if c == TIMESTAMP_COLUMN else "float64") for c in (columns or REQUIRED_COLUMNS)}
+    )
 
 
 def _positions(mask: np.ndarray) -> list[int]:
@@ -131,3 +142,40 @@ def ns_to_timestamps(df: pd.DataFrame) -> pd.DataFrame:
     out = df.drop(columns=[TIMESTAMP_COLUMN])
     out.insert(0, "timestamp", pd.to_datetime(df[TIMESTAMP_COLUMN].to_numpy(), unit="ns", utc=True))
     return out
+
+
+def split_market_data(
+    data: pd.DataFrame | Sequence[OHLCVBar], *, symbol: str | None = None, interval: str | None = None
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """Group bars (a list of OHLCVBar, or a frame) into ``{(SYMBOL, interval): bar frame}``.
+
+    A frame names its symbol and interval in ``symbol``/``interval`` columns or through the keyword arguments;
+    its times are in ``ts_ns`` or a datetime ``timestamp`` column. Each returned frame is keyed by ``ts_ns``.
+    """
+    if not isinstance(data, pd.DataFrame):
+        bars = list(data)
+        if not all(isinstance(b, OHLCVBar) for b in bars):
+            raise SchemaError("Expected a DataFrame or a sequence of OHLCVBar")
+        data = pd.DataFrame(
+            {
+                "symbol": [b.symbol.value for b in bars],
+                "interval": [b.interval.value for b in bars],
+                TIMESTAMP_COLUMN: np.array([b.timestamp_ns for b in bars], dtype="int64"),
+                **{
+                    name: np.array([getattr(b, name) for b in bars], dtype="float64")
+                    for name in (*PRICE_COLUMNS, VOLUME_COLUMN)
+                },
+            }
+        )
+    frame = timestamps_to_ns(data)
+    for column, value in (("symbol", symbol), ("interval", interval)):
+        if value is not None:
+            frame = frame.assign(**{column: value})
+        elif column not in frame.columns:
+            raise SchemaError(f"Market data needs a {column!r} column or the {column}= argument")
+    groups: dict[tuple[str, str], pd.DataFrame] = {}
+    for (raw_symbol, raw_interval), group in frame.groupby(["symbol", "interval"], sort=True):
+        key = (Symbol(str(raw_symbol)).value, Interval(str(raw_interval)).value)
+        bars_frame = group.drop(columns=["symbol", "interval"]).sort_values(TIMESTAMP_COLUMN, kind="stable")
+        groups[key] = pd.concat([groups[key], bars_frame]) if key in groups else bars_frame
+    return {key: value.reset_index(drop=True) for key, value in groups.items()}

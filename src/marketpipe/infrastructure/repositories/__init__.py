@@ -1,5 +1,6 @@
-"""Repositories: SQLite implementations of the domain interfaces (PostgreSQL and Parquet ones join later)."""
+"""Repositories: SQLite implementations of the domain interfaces and the Parquet market-data repository."""
 
+from marketpipe.infrastructure.repositories.parquet_repository import ParquetMarketDataRepository
 from marketpipe.infrastructure.repositories.sqlite_database import SqliteDatabase
 from marketpipe.infrastructure.repositories.sqlite_domain import (
     SqliteCheckpointRepository,
@@ -8,6 +9,7 @@ from marketpipe.infrastructure.repositories.sqlite_domain import (
 )
 
 __all__ = [
+    "ParquetMarketDataRepository",
     "SqliteCheckpointRepository",
     "SqliteDatabase",
     "SqliteOHLCVRepository",

@@ -43,14 +43,22 @@ class Lake:
         end: datetime | date | None = None,
         *,
         columns: list[str] | None = None,
+        keep_duplicates: bool = False,
     ) -> pd.DataFrame:
-        """Bars (``ts_ns`` frame) of ``symbol``/``frame`` with ``start <= ts < end``; either bound may be None."""
+        """Bars (``ts_ns`` frame) of ``symbol``/``frame`` with ``start <= ts < end``; either bound may be None.
+
+        Where files overlap, the newest file's bar wins, unless ``keep_duplicates`` asks for every stored row.
+        """
         start_ns = None if start is None else datetime_to_ns(start)
         end_ns = None if end is None else datetime_to_ns(end)
         if start_ns is not None and end_ns is not None and end_ns < start_ns:
             raise InvalidInputError(f"end {end} precedes start {start}")
         files = [f for f in self.files(frame, symbol) if f.key.overlaps(start_ns, end_ns)]
-        return read_bar_files(files, columns=columns, start_ns=start_ns, end_ns=end_ns)
+        return read_bar_files(files, columns=columns, start_ns=start_ns, end_ns=end_ns, keep_duplicates=keep_duplicates)
+
+    def frames(self, symbol: str | None = None) -> list[str]:
+        """Frames (intervals) stored, for one symbol or all."""
+        return sorted({f.frame for f in self.files(symbol=symbol)})
 
     def summarize(self, frame: str | None = None, symbol: str | None = None) -> list[FileSummary]:
         return summarize_files(self.files(frame, symbol))

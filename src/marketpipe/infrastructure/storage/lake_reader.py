@@ -14,18 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from marketpipe.domain.bar_frame import REQUIRED_COLUMNS, TIMESTAMP_COLUMN
+from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame
 from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
 from marketpipe.infrastructure.storage.lake_layout import LakeFile
 
 FILENAME_FIELD = "__filename"
-
-
-def empty_bar_frame(columns: list[str] | None = None) -> pd.DataFrame:
-    """A frame with no rows and the bar columns (or ``columns``) with their canonical dtypes."""
-    return pd.DataFrame(
-        {c: pd.Series(dtype="int64" if c == TIMESTAMP_COLUMN else "float64") for c in (columns or REQUIRED_COLUMNS)}
-    )
 
 
 def read_bar_files(
@@ -34,11 +27,12 @@ def read_bar_files(
     columns: list[str] | None = None,
     start_ns: int | None = None,
     end_ns: int | None = None,
+    keep_duplicates: bool = False,
 ) -> pd.DataFrame:
     """Bars of ``files`` with ``start_ns <= ts_ns < end_ns``, sorted by ``ts_ns``, one row per timestamp.
 
-    ``columns`` selects columns (``ts_ns`` is always included). Raises SchemaError for unknown columns and
-    StorageError for unreadable files.
+    ``columns`` selects columns (``ts_ns`` is always included). ``keep_duplicates=True`` returns every stored
+    row (for quality reports). Raises SchemaError for unknown columns and StorageError for unreadable files.
     """
     if columns is not None:
         if not all(isinstance(c, str) for c in columns):
@@ -49,7 +43,7 @@ def read_bar_files(
         if not present:
             return empty_bar_frame(columns)
         try:
-            table = _scan(present, columns, start_ns, end_ns)
+            table = _scan(present, columns, start_ns, end_ns, keep_duplicates)
             break
         except (OSError, pa.ArrowException) as exc:
             # A concurrent delete may have removed a listed file: retry once with the files still there.
@@ -58,7 +52,9 @@ def read_bar_files(
     return table.to_pandas()
 
 
-def _scan(files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None) -> pa.Table:
+def _scan(
+    files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None, keep_duplicates: bool
+) -> pa.Table:
     paths = [str(f.path) for f in files]
     schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive")
     if columns is not None:
@@ -69,6 +65,8 @@ def _scan(files: list[LakeFile], columns: list[str] | None, start_ns: int | None
     table = dataset.to_table(columns=columns, filter=_time_filter(start_ns, end_ns))
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()
     if len(ts) > 1 and not bool(np.all(np.diff(ts) > 0)):
+        if keep_duplicates:
+            return table.take(np.argsort(ts, kind="stable"))
         table = _sorted_newest_wins(dataset, table, files, columns, start_ns, end_ns)
     return table
 

@@ -1,0 +1,119 @@
+"""Resample bars to a coarser interval with Binance kline alignment, fully vectorised.
+
+Buckets are aligned in UTC: fixed widths (``s``/``m``/``h``/``d``) from the Unix epoch, weeks from Monday 00:00
+UTC, months on calendar months. Buckets without any source bar are left out (as Binance does); each output bar
+says how many source bars it aggregates (``bar_count``) and whether that is all of them (``complete``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from marketpipe.domain.bar_frame import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP_COLUMN, VOLUME_COLUMN
+from marketpipe.domain.errors import InvalidInputError
+from marketpipe.domain.value_objects import Interval
+
+TARGET_INTERVALS = ("3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "1w", "1mo")
+SUMMED_COLUMNS = ("trade_count", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
+
+_NS_PER_DAY = 86_400 * 1_000_000_000
+_WEEK_OFFSET_NS = 4 * _NS_PER_DAY  # 1970-01-01 was a Thursday; 1970-01-05 was the first Monday
+
+
+def _check_intervals(source: str, target: str) -> tuple[Interval, Interval]:
+    """Parse both intervals and refuse pairs that cannot be resampled exactly."""
+    src, tgt = Interval(source), Interval(target)
+    if src.is_calendar_month:
+        raise InvalidInputError(f"Cannot resample from {src}: the source interval must have a fixed length")
+    if tgt.unit in ("w", "mo") and tgt.count != 1:
+        raise InvalidInputError(f"Target interval {tgt} is not supported: use '1w' or '1mo' for weeks and months")
+    if tgt.is_calendar_month:
+        if _NS_PER_DAY % src.nanoseconds:
+            raise InvalidInputError(f"Cannot resample {src} to {tgt}: {src} does not divide a day evenly")
+        return src, tgt
+    if tgt.seconds <= src.seconds:
+        raise InvalidInputError(f"Cannot resample {src} to {tgt}: the target must be longer than the source")
+    if tgt.seconds % src.seconds:
+        raise InvalidInputError(f"Cannot resample {src} to {tgt}: {tgt} is not a whole multiple of {src}")
+    if tgt.unit == "w" and _WEEK_OFFSET_NS % src.nanoseconds:
+        raise InvalidInputError(f"Cannot resample {src} to {tgt}: {src} bars do not line up with Monday 00:00 UTC")
+    return src, tgt
+
+
+def _buckets(ts: np.ndarray, src: Interval, tgt: Interval) -> tuple[np.ndarray, np.ndarray]:
+    """Per source bar: the open time (ns) of its bucket and the number of source bars a full bucket holds."""
+    if tgt.is_calendar_month:
+        month = ts.astype("datetime64[ns]").astype("datetime64[M]")
+        start = month.astype("datetime64[ns]").astype(np.int64)
+        end = (month + 1).astype("datetime64[ns]").astype(np.int64)
+        return start, (end - start) // src.nanoseconds
+    width = tgt.nanoseconds
+    offset = _WEEK_OFFSET_NS if tgt.unit == "w" else 0
+    start = (ts - offset) // width * width + offset
+    return start, np.full(len(ts), width // src.nanoseconds, dtype=np.int64)
+
+
+def _empty_output(columns: list[str]) -> pd.DataFrame:
+    data: dict[str, np.ndarray] = {TIMESTAMP_COLUMN: np.empty(0, dtype=np.int64)}
+    for name in columns:
+        data[name] = np.empty(0, dtype=np.int64 if name == "trade_count" else np.float64)
+    data["bar_count"] = np.empty(0, dtype=np.int64)
+    data["complete"] = np.empty(0, dtype=bool)
+    return pd.DataFrame(data)
+
+
+def resample_bars(bars: pd.DataFrame, source: str, target: str, *, drop_incomplete: bool = False) -> pd.DataFrame:
+    """Aggregate ``source`` bars into ``target`` bars (open first, high max, low min, close last, volumes summed).
+
+    Returns a frame with ``ts_ns`` (bucket open time), ``open``, ``high``, ``low``, ``close``, ``volume``, the
+    sums of any of ``trade_count``, ``quote_volume``, ``taker_buy_base_volume``, ``taker_buy_quote_volume``
+    present in ``bars``, then ``bar_count`` and ``complete``. Other columns are dropped. Buckets without source
+    bars are omitted. With ``drop_incomplete`` the first bucket is dropped when the data starts after its open
+    and the last when the data ends before its close; incomplete buckets inside the range (gaps) are kept.
+
+    Raises:
+        InvalidInputError: bad or incompatible intervals, missing columns, or ``ts_ns`` not strictly increasing.
+    """
+    src, tgt = _check_intervals(source, target)
+    missing = [c for c in REQUIRED_COLUMNS if c not in bars.columns]
+    if missing:
+        raise InvalidInputError(f"Bars are missing required columns: {missing}")
+    summed = [VOLUME_COLUMN, *(c for c in SUMMED_COLUMNS if c in bars.columns)]
+    if bars.empty:
+        return _empty_output([*PRICE_COLUMNS, *summed])
+    ts_col = bars[TIMESTAMP_COLUMN]
+    if not pd.api.types.is_integer_dtype(ts_col.dtype) or pd.api.types.is_bool_dtype(ts_col.dtype):
+        raise InvalidInputError(f"Column 'ts_ns' must hold integer nanoseconds, got dtype {ts_col.dtype}")
+    ts = ts_col.to_numpy(dtype=np.int64)
+    steps = np.diff(ts)
+    if (steps <= 0).any():
+        row = int(np.flatnonzero(steps <= 0)[0]) + 1
+        raise InvalidInputError(f"Column 'ts_ns' must be strictly increasing (row {row} is not after row {row - 1})")
+
+    bucket, expected = _buckets(ts, src, tgt)
+    starts = np.r_[0, np.flatnonzero(np.diff(bucket)) + 1]
+    ends = np.r_[starts[1:], len(ts)]  # exclusive
+    out: dict[str, np.ndarray] = {TIMESTAMP_COLUMN: bucket[starts]}
+    out["open"] = bars["open"].to_numpy(dtype=np.float64)[starts]
+    out["high"] = np.maximum.reduceat(bars["high"].to_numpy(dtype=np.float64), starts)
+    out["low"] = np.minimum.reduceat(bars["low"].to_numpy(dtype=np.float64), starts)
+    out["close"] = bars["close"].to_numpy(dtype=np.float64)[ends - 1]
+    for name in summed:
+        dtype = np.int64 if name == "trade_count" else np.float64
+        out[name] = np.add.reduceat(bars[name].to_numpy(dtype=dtype), starts)
+    bar_count = (ends - starts).astype(np.int64)
+    out["bar_count"] = bar_count
+    out["complete"] = bar_count == expected[starts]
+    result = pd.DataFrame(out)
+
+    if drop_incomplete:
+        keep = np.ones(len(result), dtype=bool)
+        if not out["complete"][0] and ts[0] > out[TIMESTAMP_COLUMN][0]:
+            keep[0] = False
+        bucket_end = out[TIMESTAMP_COLUMN][-1] + expected[-1] * src.nanoseconds
+        if not out["complete"][-1] and ts[-1] + src.nanoseconds < bucket_end:
+            keep[-1] = False
+        if not keep.all():
+            result = result[keep].reset_index(drop=True)
+    return result
