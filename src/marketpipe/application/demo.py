@@ -21,7 +21,7 @@ from marketpipe.domain.events import IngestionCompleted, IngestionStarted
 from marketpipe.domain.value_objects import Interval, Symbol
 from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import SqliteCheckpointRepository, SqliteSymbolBarsRepository
-from marketpipe.infrastructure.storage import ParquetStorageEngine
+from marketpipe.infrastructure.storage import Lake, ParquetStorageEngine
 
 DEMO_JOB_PREFIX = "demo"
 
@@ -105,7 +105,7 @@ async def run_demo(
             duration_seconds=report.seconds,
         )
     )
-    report.inventory = build_inventory(engine)
+    report.inventory = build_inventory(Lake(settings.lake_dir))
     return report
 
 

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from marketpipe.domain.value_objects import ns_to_datetime
-from marketpipe.infrastructure.storage import FileSummary, ParquetStorageEngine
+from marketpipe.infrastructure.storage.lake import Lake
+from marketpipe.infrastructure.storage.lake_layout import FileSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +29,10 @@ class InventoryRow:
         return data
 
 
-def build_inventory(
-    engine: ParquetStorageEngine, frame: str | None = None, symbol: str | None = None
-) -> list[InventoryRow]:
-    """Summarise the lake from file listings and Parquet footers only (fast on large lakes)."""
+def build_inventory(lake: Lake, frame: str | None = None, symbol: str | None = None) -> list[InventoryRow]:
+    """Summarise the lake (day and month partitions) from file listings and Parquet footers only."""
     groups: dict[tuple[str, str], list[FileSummary]] = {}
-    for summary in engine.summarize(engine.list_files(frame=frame, symbol=symbol)):
+    for summary in lake.summarize(frame=frame, symbol=symbol):
         groups.setdefault((summary.file.frame, summary.file.symbol), []).append(summary)
     rows = []
     for (frame_name, symbol_name), summaries in sorted(groups.items()):
@@ -43,7 +42,7 @@ def build_inventory(
             InventoryRow(
                 frame=frame_name,
                 symbol=symbol_name,
-                partitions=len({s.file.trading_day for s in summaries}),
+                partitions=len({s.file.key.relative_dir for s in summaries}),
                 files=len(summaries),
                 rows=sum(s.rows for s in summaries),
                 size_bytes=sum(s.file.size_bytes for s in summaries),
