@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -86,3 +87,81 @@ def test_bad_log_level_is_a_user_error(env):
 def test_in_memory_database_url_is_refused(env):
     result = run_cli("demo", env={**env, "MARKETPIPE_DB_URL": "sqlite:///:memory:"})
     assert result.returncode == 1 and "in-memory" in result.stderr
+
+
+@pytest.fixture
+def demo_env(env):
+    assert runner.invoke(app, ["demo", "--days", "2"], env=env).exit_code == 0
+    return env
+
+
+def test_query_formats_and_output_files(demo_env, tmp_path):
+    sql = "SELECT symbol, count(*) AS n FROM bars GROUP BY symbol ORDER BY symbol"
+    csv_out = runner.invoke(app, ["query", sql, "--format", "csv"], env=demo_env)
+    assert csv_out.exit_code == 0 and csv_out.stdout.splitlines() == ["symbol,n", "BTCUSDT,2880", "ETHUSDT,2880"]
+    json_out = runner.invoke(app, ["query", sql, "--format", "json"], env=demo_env)
+    assert json.loads(json_out.stdout) == [{"symbol": "BTCUSDT", "n": 2880}, {"symbol": "ETHUSDT", "n": 2880}]
+    target = tmp_path / "out.parquet"
+    assert runner.invoke(app, ["query", sql, "--format", "parquet", "-o", str(target)], env=demo_env).exit_code == 0
+    assert pd.read_parquet(target)["n"].tolist() == [2880, 2880]
+    table = runner.invoke(app, ["query", "SELECT * FROM bars WHERE symbol = ?", "-p", "BTCUSDT"], env=demo_env)
+    assert table.exit_code == 0 and "2,830 more rows" in table.stdout
+
+
+def test_query_refuses_writes_and_reports_bad_sql(demo_env):
+    for sql, message in [
+        ("DROP VIEW bars", "read-only"),
+        ("SELECT 1; SELECT 2", "one statement"),
+        ("SELECT * FROM nope", "Invalid query"),
+    ]:
+        result = run_cli("query", sql, env=demo_env)
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert run_cli("query", "SELECT 1", "--format", "parquet", env=demo_env).returncode == 1
+
+
+def test_stats_resample_and_write_back(demo_env):
+    stats = runner.invoke(app, ["stats", "--format", "json"], env=demo_env)
+    assert [(r["symbol"], r["rows"], r["gaps"]) for r in json.loads(stats.stdout)] == [
+        ("BTCUSDT", 2880, 0),
+        ("ETHUSDT", 2880, 0),
+    ]
+    resampled = runner.invoke(app, ["resample", "btcusdt", "--to", "1h", "--format", "json"], env=demo_env)
+    rows = json.loads(resampled.stdout)
+    assert len(rows) == 48 and all(r["complete"] for r in rows) and rows[0]["timestamp"].startswith("2024-01-01T00")
+    written = runner.invoke(app, ["resample", "BTCUSDT", "--to", "4h", "--write"], env=demo_env)
+    assert written.exit_code == 0 and "Stored 12 4h bars" in written.stdout
+    count = runner.invoke(
+        app, ["query", "SELECT count(*) AS n FROM bars WHERE frame = '4h'", "--format", "csv"], env=demo_env
+    )
+    assert count.stdout.splitlines()[1] == "12"
+    for target, message in [("1x", "Invalid interval"), ("1m", "No stored frame")]:
+        bad = run_cli("resample", "BTCUSDT", "--to", target, env=demo_env)
+        assert bad.returncode == 1 and message in bad.stderr
+
+
+def test_gaps_report_and_coverage_png(demo_env, tmp_path):
+    png = tmp_path / "coverage.png"
+    result = runner.invoke(
+        app,
+        ["gaps", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-04", "--format", "json", "--output", str(png)],
+        env=demo_env,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.split("Coverage picture")[0])
+    assert report["missing_bars"] == 1440 and report["gaps"][0]["start"] == "2024-01-03T00:00:00+00:00"
+    assert png.stat().st_size > 10_000
+    assert run_cli("gaps", "BTCUSDT", env=demo_env).returncode == 1
+
+
+def test_plot_writes_a_candlestick_png_resampling_when_needed(demo_env, tmp_path):
+    import matplotlib.image
+
+    png = tmp_path / "chart.png"
+    result = runner.invoke(app, ["plot", "BTCUSDT", "--interval", "1h", "--output", str(png)], env=demo_env)
+    assert result.exit_code == 0, result.output
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 800 and pixels.std() > 0.05
+    minutes = runner.invoke(app, ["plot", "BTCUSDT", "--interval", "1m", "--output", str(png)], env=demo_env)
+    assert minutes.exit_code == 0 and "2,880 1m bars" in minutes.stdout
+    missing = run_cli("plot", "NOSUCH", "--interval", "1h", "--output", str(png), env=demo_env)
+    assert missing.returncode == 1 and "Error:" in missing.stderr and "Traceback" not in missing.stderr
