@@ -48,8 +48,8 @@ def atomic_write(final_path: Path, write: Callable[[Path], None], *, overwrite: 
     temp_path = temp_path_for(final_path)
     try:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
-            final_path.parent.mkdir(parents=True, exist_ok=True)
             try:
+                final_path.parent.mkdir(parents=True, exist_ok=True)
                 write(temp_path)
                 break
             except FileNotFoundError:

@@ -19,6 +19,7 @@ from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageErro
 from marketpipe.infrastructure.storage.lake_layout import LakeFile
 
 FILENAME_FIELD = "__filename"
+READ_ATTEMPTS = 3
 
 
 def read_bar_files(
@@ -38,16 +39,16 @@ def read_bar_files(
         if not all(isinstance(c, str) for c in columns):
             raise InvalidInputError(f"Column names must be strings: {columns!r}")
         columns = list(dict.fromkeys([TIMESTAMP_COLUMN, *columns]))
-    for attempt in range(2):
-        present = files if attempt == 0 else [f for f in files if f.path.exists()]
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        present = files if attempt == 1 else [f for f in files if f.path.exists()]
         if not present:
             return empty_bar_frame(columns)
         try:
             table = _scan(present, columns, start_ns, end_ns, keep_duplicates)
             break
         except (OSError, pa.ArrowException) as exc:
-            # A concurrent delete may have removed a listed file: retry once with the files still there.
-            if attempt == 1 or all(f.path.exists() for f in present):
+            # A concurrent delete (and maybe re-write) may have swapped a listed file: retry with what is there.
+            if attempt == READ_ATTEMPTS:
                 raise StorageError(f"Cannot read lake files: {exc}") from exc
     return table.to_pandas()
 
