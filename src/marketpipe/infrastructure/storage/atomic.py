@@ -52,8 +52,9 @@ def atomic_write(final_path: Path, write: Callable[[Path], None], *, overwrite: 
                 final_path.parent.mkdir(parents=True, exist_ok=True)
                 write(temp_path)
                 break
-            except FileNotFoundError:
-                # A concurrent delete removed the (then empty) partition directory; make it again.
+            except (FileNotFoundError, FileExistsError):
+                # A concurrent delete removed the (then empty) partition directory; make it again. (Path.mkdir
+                # itself raises FileExistsError when the directory vanishes between its mkdir and is_dir checks.)
                 if attempt == WRITE_ATTEMPTS:
                     raise
         with temp_path.open("rb+") as handle:

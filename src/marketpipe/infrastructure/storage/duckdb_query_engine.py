@@ -27,6 +27,7 @@ from marketpipe.infrastructure.storage.lake_layout import iter_lake_files
 AGGREGATIONS = {"first", "last", "max", "min", "sum", "mean", "avg", "count"}
 TRUNC_UNITS = {"second", "minute", "hour", "day", "week", "month", "quarter", "year"}
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
+HIVE_KEYS = ("frame", "symbol", "date")
 _GROUP_RE = re.compile(
     r"\s*(?:date_trunc\s*\(\s*'(?P<unit>[a-z]+)'\s*,\s*(?P<col>[A-Za-z_][A-Za-z0-9_]*)\s*\)"
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))\s*(?:as\s+(?P<alias>[A-Za-z_][A-Za-z0-9_]*))?\s*",
@@ -102,15 +103,21 @@ class DuckDBQueryEngine:
         """Rows of the Parquet files matching ``glob`` with ``start <= timestamp < end``, sorted by time.
 
         Only ``columns`` are read (``timestamp`` may be requested: it is derived from ``ts_ns``); the time range
-        is pushed down to Parquet row-group statistics.
+        is pushed down to Parquet row-group statistics. Without ``columns``: ``timestamp`` and the stored columns
+        (hive keys such as ``symbol`` only when asked for by name).
         """
         source = _source(glob)
         available, time_column = self._describe(source)
-        names = list(columns) if columns is not None else [c for c in available if c != "ts_ns"]
+        # By default the stored columns only: hive keys repeat one string per row and cost more than the data.
+        names = list(columns) if columns is not None else [c for c in available if c not in (*HIVE_KEYS, "ts_ns")]
         select = ", ".join(_column_expression(name, available) for name in names)
         where, params = _time_predicate(time_column, start, end)
-        query = f"SELECT {select} FROM read_parquet($source) {where} ORDER BY {quote_identifier(time_column)}"
-        return _utc(self._run(self._con, query, {"source": source, **params}))
+        # No ORDER BY: DuckDB keeps file order, and lake globs list partitions chronologically; sort only if needed.
+        query = f"SELECT {select}, {quote_identifier(time_column)} AS __order FROM read_parquet($source) {where}"
+        frame = self._run(self._con, query, {"source": source, **params})
+        if not frame["__order"].is_monotonic_increasing:
+            frame = frame.sort_values("__order", kind="stable", ignore_index=True)
+        return _utc(frame.drop(columns="__order"))
 
     def aggregate(
         self,

@@ -7,6 +7,9 @@ bar from the most recently written file wins.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -57,19 +60,67 @@ def _scan(
     files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None, keep_duplicates: bool
 ) -> pa.Table:
     paths = [str(f.path) for f in files]
-    schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive")
+    if len(paths) == 1:
+        tables = [_read_one(paths[0], columns, start_ns, end_ns)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+            tables = list(pool.map(lambda path: _read_one(path, columns, start_ns, end_ns), paths))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     if columns is not None:
-        missing = [c for c in columns if c not in schema.names]
+        missing = [c for c in columns if c not in table.column_names]
         if missing:
-            raise SchemaError(f"Unknown columns {missing}; stored columns are {schema.names}")
-    dataset = ds.dataset(paths, schema=schema, format="parquet")
-    table = dataset.to_table(columns=columns, filter=_time_filter(start_ns, end_ns))
+            stored = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive").names
+            raise SchemaError(f"Unknown columns {missing}; stored columns are {stored}")
+        table = table.select(columns)
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()
     if len(ts) > 1 and not bool(np.all(np.diff(ts) > 0)):
         if keep_duplicates:
             return table.take(np.argsort(ts, kind="stable"))
+        schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive")
+        dataset = ds.dataset(paths, schema=schema, format="parquet")
         table = _sorted_newest_wins(dataset, table, files, columns, start_ns, end_ns)
     return table
+
+
+def _read_one(path: str, columns: list[str] | None, start_ns: int | None, end_ns: int | None) -> pa.Table:
+    """One file's rows in ``[start_ns, end_ns)``: row groups chosen by statistics, edges cut by binary search.
+
+    Files declaring ``sorting_columns = ts_ns`` (every file marketpipe writes) need no per-row filter; other files
+    are filtered row by row.
+    """
+    with pq.ParquetFile(path) as parquet:
+        return _read_open(parquet, columns, start_ns, end_ns)
+
+
+def _read_open(
+    parquet: pq.ParquetFile, columns: list[str] | None, start_ns: int | None, end_ns: int | None
+) -> pa.Table:
+    metadata = parquet.metadata
+    names = parquet.schema_arrow.names
+    index = names.index(TIMESTAMP_COLUMN)
+    groups, is_sorted = [], metadata.num_row_groups > 0
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        sorting = group.sorting_columns
+        is_sorted = is_sorted and bool(sorting) and sorting[0].column_index == index and not sorting[0].descending
+        stats = group.column(index).statistics
+        if (
+            stats is not None
+            and stats.has_min_max
+            and ((end_ns is not None and stats.min >= end_ns) or (start_ns is not None and stats.max < start_ns))
+        ):
+            continue
+        groups.append(i)
+    wanted = None if columns is None else [c for c in columns if c in names]
+    table = parquet.read_row_groups(groups, columns=wanted, use_threads=False)
+    if start_ns is None and end_ns is None:
+        return table
+    ts = table.column(TIMESTAMP_COLUMN).to_numpy()
+    if is_sorted:
+        low = 0 if start_ns is None else int(np.searchsorted(ts, start_ns, side="left"))
+        high = len(ts) if end_ns is None else int(np.searchsorted(ts, end_ns, side="left"))
+        return table.slice(low, max(high - low, 0))
+    return table.filter(_time_filter(start_ns, end_ns))
 
 
 def _time_filter(start_ns: int | None, end_ns: int | None) -> pc.Expression | None:
