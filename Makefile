@@ -1,6 +1,6 @@
 PY ?= .venv/bin/python
 
-.PHONY: install test lint format reliability demo clean
+.PHONY: install test lint format reliability bench demo clean
 
 install:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
@@ -18,6 +18,9 @@ format:
 
 reliability:
 	$(PY) -m pytest -m slow --run-slow -q
+
+bench:
+	$(PY) benchmarks/query_speedups.py
 
 demo:
 	.venv/bin/marketpipe demo
