@@ -19,7 +19,7 @@ import pyarrow as pa
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, validate_bar_frame
 from marketpipe.domain.errors import DataValidationError, InvalidInputError
 from marketpipe.domain.value_objects import validate_identifier
-from marketpipe.infrastructure.storage.atomic import atomic_write, path_lock, remove_stale_temp_files
+from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
     FileSummary,
     Granularity,
@@ -33,8 +33,7 @@ from marketpipe.infrastructure.storage.lake_reader import read_bar_files
 from marketpipe.infrastructure.storage.parquet_format import (
     DEFAULT_COMPRESSION,
     DEFAULT_ROW_GROUP_SIZE,
-    check_compression,
-    write_bars_table,
+    ParquetWriteOptions,
 )
 
 log = logging.getLogger(__name__)
@@ -73,8 +72,7 @@ class ParquetStorageEngine:
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     ) -> None:
         self._root = Path(root)
-        self._compression = check_compression(compression)
-        self._row_group_size = row_group_size
+        self._options = ParquetWriteOptions(compression, row_group_size)
         self.log = log
 
     @property
@@ -83,7 +81,7 @@ class ParquetStorageEngine:
 
     @property
     def compression(self) -> str:
-        return self._compression
+        return self._options.compression
 
     # ------------------------------------------------------------------ writing
     def write(
@@ -112,17 +110,10 @@ class ParquetStorageEngine:
             remove_stale_temp_files(final_path)
             if final_path.exists() and not overwrite:
                 raise FileExistsError(f"File already exists: {final_path}")
-            atomic_write(final_path, self._writer(table), overwrite=overwrite)
+            self._options.write(table, final_path, overwrite=overwrite)
         self.log.debug("wrote %d bars to %s", table.num_rows, final_path)
         return final_path
 
-    def _writer(self, table: pa.Table):  # noqa: ANN202 - a closure passed to atomic_write
-        def write(path: Path) -> None:
-            write_bars_table(table, path, compression=self._compression, row_group_size=self._row_group_size)
-
-        return write
-
-    # ------------------------------------------------------------------ reading
     def load_job_bars(self, job_id: str, frame: str | None = None) -> dict[str, pd.DataFrame]:
         """Every bar a job wrote, one frame per symbol, sorted by ``ts_ns``.
 
@@ -213,7 +204,7 @@ class ParquetStorageEngine:
         return removed
 
     def __repr__(self) -> str:
-        return f"ParquetStorageEngine(root={str(self._root)!r}, compression={self._compression!r})"
+        return f"ParquetStorageEngine(root={str(self._root)!r}, compression={self._options.compression!r})"
 
 
 def _as_date(value: date) -> date:

@@ -8,12 +8,14 @@ encoding is off because prices rarely repeat exactly. Statistics are written for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from marketpipe.domain.errors import InvalidInputError
+from marketpipe.infrastructure.storage.atomic import atomic_write
 
 COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 DEFAULT_COMPRESSION = "zstd"
@@ -51,3 +53,26 @@ def write_bars_table(
         write_statistics=True,
         sorting_columns=sorting,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetWriteOptions:
+    """Compression and row-group size of a writer, and the one way it puts a table on disk (atomically)."""
+
+    compression: str = DEFAULT_COMPRESSION
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compression", check_compression(self.compression))
+        if not isinstance(self.row_group_size, int) or self.row_group_size < 1:
+            raise InvalidInputError(f"row_group_size must be a positive integer, got {self.row_group_size!r}")
+
+    def write(self, table: pa.Table, target: Path, *, overwrite: bool = True) -> Path:
+        """Write ``table`` to ``target`` through a temporary file and a rename (see ``atomic_write``)."""
+        return atomic_write(
+            target,
+            lambda path: write_bars_table(
+                table, path, compression=self.compression, row_group_size=self.row_group_size
+            ),
+            overwrite=overwrite,
+        )

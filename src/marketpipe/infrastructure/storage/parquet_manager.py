@@ -19,7 +19,7 @@ import pyarrow as pa
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, ns_to_timestamps, timestamps_to_ns, validate_bar_frame
 from marketpipe.domain.errors import DataValidationError, InvalidInputError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
-from marketpipe.infrastructure.storage.atomic import atomic_write, path_lock, remove_stale_temp_files
+from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
     Granularity,
     LakeFile,
@@ -28,7 +28,7 @@ from marketpipe.infrastructure.storage.lake_layout import (
     remove_empty_dirs,
 )
 from marketpipe.infrastructure.storage.lake_reader import read_bar_files
-from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, check_compression, write_bars_table
+from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ class ParquetManager:
         row_group_size: int = MONTH_ROW_GROUP_SIZE,
     ) -> None:
         self._root = Path(root)
-        self._compression = check_compression(compression)
-        self._row_group_size = row_group_size
+        self._options = ParquetWriteOptions(compression, row_group_size)
 
     @property
     def root(self) -> Path:
@@ -89,15 +88,9 @@ class ParquetManager:
                 merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
                 new = validate_bar_frame(merged)
             table = pa.Table.from_pandas(new, preserve_index=False)
-            atomic_write(target, self._writer(table))
+            self._options.write(table, target)
         log.debug("wrote %d bars to %s", table.num_rows, target)
         return target
-
-    def _writer(self, table: pa.Table):  # noqa: ANN202 - a closure passed to atomic_write
-        def write(path: Path) -> None:
-            write_bars_table(table, path, compression=self._compression, row_group_size=self._row_group_size)
-
-        return write
 
     def read_partition(self, symbol: str, interval: str, year: int, month: int) -> pd.DataFrame:
         """All bars of one month (empty frame if the month is not stored)."""
@@ -148,7 +141,7 @@ class ParquetManager:
         return list(iter_lake_files(self._root, frame=interval, symbol=symbol, granularity=Granularity.MONTH))
 
     def __repr__(self) -> str:
-        return f"ParquetManager(root={str(self._root)!r}, compression={self._compression!r})"
+        return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
 
 
 def _without_key_columns(df: pd.DataFrame, key: PartitionKey) -> pd.DataFrame:
