@@ -64,3 +64,22 @@ class RepositoryError(MarketPipeError):
 
 class ConcurrencyError(RepositoryError):
     """An optimistic-concurrency check failed: another writer saved the aggregate first."""
+
+
+class SourceError(MarketPipeError):
+    """A market-data source failed (network, server, or the data it served)."""
+
+
+class NotPublishedError(SourceError):
+    """The source has no such file (HTTP 404): not published (yet). Reported, not fatal."""
+
+
+class ArchiveIntegrityError(SourceError):
+    """An archive is corrupt or hostile: checksum mismatch, broken ZIP, unsafe entry name, zip bomb."""
+
+
+class ArchiveFormatError(DataValidationError):
+    """An archive's CSV does not have the expected format (columns, numbers, timestamp units)."""
+
+    def __init__(self, message: str, rows: Sequence[int] = ()) -> None:
+        super().__init__("archive_format", message, rows)
