@@ -1,123 +1,78 @@
-"""An end-to-end run on the embedded default (local lake + SQLite): write, record, load back, take inventory.
+"""The offline end-to-end demo (the README's main job): a local Binance-layout mirror, ingested over HTTP.
 
-This is the README's main job until the Binance ingestion lands: it exercises every part of the foundation
-on synthetic 1-minute bars and verifies what it reads back. Re-running it is safe (it converges).
+It builds a mirror of realistic bars for two symbols (monthly archives for Nov 2024 - Jan 2025, across Binance's
+switch from milliseconds to microseconds in spot files, and daily archives for the first days of Feb 2025 as the
+"current" month), serves it on 127.0.0.1, ingests it with the real client (download, checksum, parse, validate,
+store, checkpoint), then queries and resamples the lake. Re-running it downloads and writes nothing new.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date
 
+import pandas as pd
+
+from marketpipe.application.ingestion import IngestionReport, IngestionRequest, IngestionService, ProgressListener
 from marketpipe.application.inventory import InventoryRow, build_inventory
-from marketpipe.application.sample_data import random_walk_bars
+from marketpipe.application.quality import QualityReport, build_quality_report
+from marketpipe.application.resample_service import ResampleOutcome, resample_stored_bars
 from marketpipe.config import Settings
-from marketpipe.domain.aggregates import SymbolBarsAggregate
-from marketpipe.domain.entities import OHLCVBar
-from marketpipe.domain.errors import StorageError
-from marketpipe.domain.events import IngestionCompleted, IngestionStarted
-from marketpipe.domain.value_objects import Interval, Symbol
+from marketpipe.infrastructure.data.archive_mirror import build_mirror
+from marketpipe.infrastructure.data.archive_server import ArchiveServer
+from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.events import InMemoryEventPublisher
-from marketpipe.infrastructure.repositories import SqliteCheckpointRepository, SqliteSymbolBarsRepository
-from marketpipe.infrastructure.storage import Lake, ParquetStorageEngine
+from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
+from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+from marketpipe.infrastructure.storage import DuckDBQueryEngine, Lake
 
-DEMO_JOB_PREFIX = "demo"
+DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+DEMO_INTERVALS = ("1m",)
+MIRROR_START, MIRROR_END = date(2024, 11, 1), date(2025, 2, 4)  # end exclusive
+DAILY_FROM = date(2025, 2, 1)
+DEMO_TODAY = date(2025, 2, 4)  # the mirror's "today": February is the current month, fetched as daily files
 
 
 @dataclass
 class DemoReport:
-    job_id: str
-    bars_written: int = 0
-    bars_read_back: int = 0
-    files_written: int = 0
-    seconds: float = 0.0
-    events: Counter[str] = field(default_factory=Counter)
-    inventory: list[InventoryRow] = field(default_factory=list)
+    ingestion: IngestionReport
+    per_symbol: pd.DataFrame
+    daily: ResampleOutcome
+    quality: QualityReport
+    inventory: list[InventoryRow]
+    events: list[str]
 
 
-async def run_demo(
-    settings: Settings,
-    *,
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT"),
-    days: int = 3,
-    first_day: date = date(2024, 1, 1),
-    interval: str = "1m",
-) -> DemoReport:
-    """Write ``days`` days of synthetic bars per symbol, record their aggregates, and read everything back."""
-    started = time.perf_counter()
-    frame = Interval(interval)
-    engine = ParquetStorageEngine(settings.lake_dir)
-    aggregates = SqliteSymbolBarsRepository(settings.sqlite_path)
-    checkpoints = SqliteCheckpointRepository(aggregates.database)
+async def run_demo(settings: Settings, *, listener: ProgressListener | None = None, workers: int = 4) -> DemoReport:
+    """Build (once) and serve the mirror, ingest it, then query, resample and check the result."""
+    mirror = settings.data_dir / "demo-mirror"
+    if not (mirror / "data").exists():
+        build_mirror(mirror, DEMO_SYMBOLS, DEMO_INTERVALS, MIRROR_START, MIRROR_END, daily_from=DAILY_FROM)
     publisher = InMemoryEventPublisher()
-    report = DemoReport(job_id=f"{DEMO_JOB_PREFIX}-{first_day.isoformat()}")
-    publisher.register_handler("*", lambda event: report.events.update([event.event_type]))
-
-    per_day = 86_400 // frame.seconds
-    await publisher.publish(IngestionStarted(job_id=report.job_id, symbols=tuple(symbols), intervals=(frame.value,)))
-    for seed, name in enumerate(symbols):
-        symbol = Symbol(name)
-        for offset in range(days):
-            day = first_day + timedelta(days=offset)
-            bars = random_walk_bars(
-                day,
-                per_day,
-                interval=frame.value,
-                seed=seed * 1000 + offset,
-                start_price=40_000.0 / (seed + 1),
-            )
-            engine.write(
-                bars,
-                frame=frame.value,
-                symbol=symbol.value,
-                trading_day=day,
-                job_id=report.job_id,
-                overwrite=True,
-            )
-            report.bars_written += len(bars)
-            report.files_written += 1
-            if await aggregates.get_by_symbol_and_date(symbol, day, frame.value) is None:
-                aggregate = SymbolBarsAggregate(symbol, day, frame)
-                aggregate.add_bars([_bar(symbol, frame, row) for row in bars.itertuples(index=False)])
-                aggregate.complete_collection()
-                await aggregates.save(aggregate)
-                await publisher.publish_many(aggregate.pull_events())
-        await checkpoints.save_checkpoint(
-            symbol,
-            {"last_trading_day": (first_day + timedelta(days=days - 1)).isoformat(), "job_id": report.job_id},
-            scope="demo",
+    events: list[str] = []
+    publisher.register_handler("*", lambda event: events.append(event.event_type))
+    lake = Lake(settings.lake_dir)
+    with (
+        ArchiveServer(mirror) as server,
+        BinanceDataClient(
+            server.base_url, cache_dir=settings.cache_dir / "binance", today=lambda: DEMO_TODAY, backoff=0.05
+        ) as client,
+    ):
+        service = IngestionService(
+            client,
+            ParquetMarketDataRepository(lake.root),
+            SqliteIngestionRepository(settings.sqlite_path),
+            publisher,
         )
-    for name in symbols:
-        report.bars_read_back += len(
-            engine.load_symbol_data(name, frame.value, first_day, first_day + timedelta(days=days - 1))
+        request = IngestionRequest(
+            DEMO_SYMBOLS, DEMO_INTERVALS, MIRROR_START, DEMO_TODAY.replace(day=3), "spot", workers
         )
-    if report.bars_read_back != report.bars_written:
-        raise StorageError(f"Demo read back {report.bars_read_back} bars but wrote {report.bars_written}")
-    report.seconds = time.perf_counter() - started
-    await publisher.publish(
-        IngestionCompleted(
-            job_id=report.job_id,
-            symbols_processed=len(symbols),
-            files_processed=report.files_written,
-            bars_processed=report.bars_written,
-            duration_seconds=report.seconds,
+        ingestion = await service.run(request, listener)
+    with DuckDBQueryEngine(lake.root) as engine:
+        per_symbol = engine.sql(
+            "SELECT symbol, count(*) AS bars, min(timestamp) AS first_bar, max(timestamp) AS last_bar, "
+            "round(sum(volume), 2) AS volume FROM bars WHERE frame = '1m' GROUP BY symbol ORDER BY symbol"
         )
-    )
-    report.inventory = build_inventory(Lake(settings.lake_dir))
-    return report
-
-
-def _bar(symbol: Symbol, interval: Interval, row: tuple) -> OHLCVBar:
-    return OHLCVBar(
-        symbol,
-        int(row.ts_ns),
-        float(row.open),
-        float(row.high),
-        float(row.low),
-        float(row.close),
-        float(row.volume),
-        interval,
-        int(row.trade_count),
-    )
+    daily = resample_stored_bars(lake, DEMO_SYMBOLS[0], "1d", source="1m", write=True)
+    quality = build_quality_report(lake, DEMO_SYMBOLS[0], "1m", MIRROR_START, MIRROR_END)
+    return DemoReport(ingestion, per_symbol, daily, quality, build_inventory(lake), events)

@@ -14,7 +14,7 @@ import typer
 from rich.logging import RichHandler
 
 from marketpipe import __version__
-from marketpipe.cli import analysis_commands, demo_command, lake_commands  # noqa: F401 - they register commands
+from marketpipe.cli import analysis_commands, demo_command, ingest_commands, lake_commands  # noqa: F401 - register
 from marketpipe.cli.app import app, console, err_console
 from marketpipe.config import Settings
 from marketpipe.domain.errors import MarketPipeError

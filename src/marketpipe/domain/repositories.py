@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from marketpipe.domain.aggregates import SymbolBarsAggregate
 from marketpipe.domain.entities import OHLCVBar
 from marketpipe.domain.events import DomainEvent
+from marketpipe.domain.ingestion import ArchiveCheckpoint, IngestionJob, JobStatus
 from marketpipe.domain.value_objects import Symbol, TimeRange
 
 if TYPE_CHECKING:
@@ -84,6 +85,32 @@ class ICheckpointRepository(ABC):
     @abstractmethod
     async def list_checkpoints(self, *, scope: str | None = None) -> dict[str, dict[str, Any]]:
         """All checkpoints (of one scope, or all scopes keyed ``scope/symbol``)."""
+
+
+class IIngestionRepository(ABC):
+    """Ingestion job records and per-archive checkpoints."""
+
+    @abstractmethod
+    async def save_job(self, job: IngestionJob) -> None:
+        """Insert or update a job record."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> IngestionJob | None:
+        """One job, or None."""
+
+    @abstractmethod
+    async def list_jobs(self, limit: int = 20, status: JobStatus | None = None) -> list[IngestionJob]:
+        """The most recent jobs first."""
+
+    @abstractmethod
+    async def record_checkpoint(self, checkpoint: ArchiveCheckpoint) -> None:
+        """Remember what happened to one archive (upsert)."""
+
+    @abstractmethod
+    async def get_checkpoints(
+        self, source: str, market: str, symbol: str, interval: str
+    ) -> dict[str, ArchiveCheckpoint]:
+        """Checkpoints of one symbol and interval, keyed by period."""
 
 
 class IMarketDataRepository(ABC):

@@ -129,6 +129,11 @@ def to_utc(moment: datetime | date) -> datetime:
     return moment.astimezone(UTC)
 
 
+def next_month(first_day: date) -> date:
+    """The first day of the month after ``first_day``'s month."""
+    return date(first_day.year + first_day.month // 12, first_day.month % 12 + 1, 1)
+
+
 def datetime_to_ns(moment: datetime | date) -> int:
     """Nanoseconds since the Unix epoch (UTC) of a datetime or date, exactly (no float rounding)."""
     delta = to_utc(moment) - datetime(1970, 1, 1, tzinfo=UTC)

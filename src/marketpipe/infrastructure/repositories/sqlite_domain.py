@@ -29,7 +29,7 @@ FETCH_BATCH = 2_000
 
 
 @contextmanager
-def _wrap_errors(action: str) -> Iterator[None]:
+def wrap_errors(action: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
@@ -61,7 +61,7 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
     async def get_by_symbol_and_date(
         self, symbol: Symbol, trading_date: date, interval: str = "1m"
     ) -> SymbolBarsAggregate | None:
-        with _wrap_errors("get symbol bars aggregate"):
+        with wrap_errors("get symbol bars aggregate"):
             async with self._db.connect() as db:
                 row = await fetch_one(
                     db,
@@ -75,7 +75,7 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
         key = (aggregate.symbol.value, aggregate.trading_date.isoformat(), aggregate.interval.value)
         state = (aggregate.is_complete, aggregate.collection_started, aggregate.bar_count)
         expected = aggregate.version
-        with _wrap_errors("save symbol bars aggregate"):
+        with wrap_errors("save symbol bars aggregate"):
             async with self._db.connect() as db:
                 if expected == 0:
                     try:
@@ -116,13 +116,13 @@ class SqliteSymbolBarsRepository(_SqliteRepository, ISymbolBarsRepository):
         if interval is not None:
             query += " AND interval = ?"
             params = (Interval(interval).value,)
-        with _wrap_errors("find incomplete aggregates"):
+        with wrap_errors("find incomplete aggregates"):
             async with self._db.connect() as db:
                 rows = await fetch_all(db, query + " ORDER BY symbol, trading_date", params)
         return [_aggregate_from_row(row) for row in rows]
 
     async def delete(self, symbol: Symbol, trading_date: date, interval: str = "1m") -> bool:
-        with _wrap_errors("delete symbol bars aggregate"):
+        with wrap_errors("delete symbol bars aggregate"):
             async with self._db.connect() as db:
                 deleted = await execute(
                     db,
@@ -157,7 +157,7 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
         self, symbol: Symbol, time_range: TimeRange, interval: str = "1m"
     ) -> AsyncIterator[OHLCVBar]:
         sym, ivl = Symbol(symbol), Interval(interval)
-        with _wrap_errors("read bars"):
+        with wrap_errors("read bars"):
             async with (
                 self._db.connect() as db,
                 db.execute(
@@ -189,7 +189,7 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
         ]
         if not rows:
             return 0
-        with _wrap_errors("save bars"):
+        with wrap_errors("save bars"):
             async with self._db.connect() as db:
                 await execute(db, "BEGIN IMMEDIATE")
                 try:
@@ -209,7 +209,7 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
         return len(rows)
 
     async def exists(self, symbol: Symbol, timestamp_ns: int, interval: str = "1m") -> bool:
-        with _wrap_errors("check bar"):
+        with wrap_errors("check bar"):
             async with self._db.connect() as db:
                 row = await fetch_one(
                     db,
@@ -219,7 +219,7 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
                 return row is not None
 
     async def count_bars(self, symbol: Symbol, interval: str = "1m") -> int:
-        with _wrap_errors("count bars"):
+        with wrap_errors("count bars"):
             async with self._db.connect() as db:
                 row = await fetch_one(
                     db,
@@ -234,7 +234,7 @@ class SqliteOHLCVRepository(_SqliteRepository, IOHLCVRepository):
         if time_range is not None:
             query += " AND timestamp_ns >= ? AND timestamp_ns < ?"
             params += (time_range.start_ns, time_range.end_ns)
-        with _wrap_errors("delete bars"):
+        with wrap_errors("delete bars"):
             async with self._db.connect() as db:
                 return await execute(db, query, params)
 
@@ -254,7 +254,7 @@ class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
             document = json.dumps(checkpoint_data, sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as exc:
             raise RepositoryError(f"Checkpoint data is not JSON-serialisable: {exc}") from exc
-        with _wrap_errors("save checkpoint"):
+        with wrap_errors("save checkpoint"):
             async with self._db.connect() as db:
                 await execute(
                     db,
@@ -265,7 +265,7 @@ class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
                 )
 
     async def get_checkpoint(self, symbol: Symbol, *, scope: str = "default") -> dict[str, Any] | None:
-        with _wrap_errors("get checkpoint"):
+        with wrap_errors("get checkpoint"):
             async with self._db.connect() as db:
                 row = await fetch_one(
                     db,
@@ -275,7 +275,7 @@ class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
         return None if row is None else json.loads(row[0])
 
     async def delete_checkpoint(self, symbol: Symbol, *, scope: str = "default") -> bool:
-        with _wrap_errors("delete checkpoint"):
+        with wrap_errors("delete checkpoint"):
             async with self._db.connect() as db:
                 deleted = await execute(
                     db,
@@ -285,7 +285,7 @@ class SqliteCheckpointRepository(_SqliteRepository, ICheckpointRepository):
                 return deleted > 0
 
     async def list_checkpoints(self, *, scope: str | None = None) -> dict[str, dict[str, Any]]:
-        with _wrap_errors("list checkpoints"):
+        with wrap_errors("list checkpoints"):
             async with self._db.connect() as db:
                 if scope is None:
                     rows = await fetch_all(db, "SELECT scope, symbol, checkpoint_data FROM checkpoints")

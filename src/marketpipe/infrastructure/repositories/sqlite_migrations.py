@@ -47,3 +47,38 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
 ]
+
+MIGRATIONS.append(
+    (
+        2,
+        "ingestion jobs and per-archive checkpoints",
+        """
+        CREATE TABLE ingestion_jobs (
+            job_id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL,
+            request TEXT NOT NULL,
+            counts TEXT NOT NULL DEFAULT '{}',
+            errors TEXT NOT NULL DEFAULT '[]',
+            pid INTEGER,
+            hostname TEXT,
+            started_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            finished_at TIMESTAMP
+        );
+        CREATE INDEX ingestion_jobs_started ON ingestion_jobs (started_at);
+        CREATE TABLE ingestion_checkpoints (
+            source TEXT NOT NULL,
+            market TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            interval TEXT NOT NULL,
+            period TEXT NOT NULL,
+            status TEXT NOT NULL,
+            sha256 TEXT,
+            rows INTEGER NOT NULL DEFAULT 0,
+            job_id TEXT,
+            updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (source, market, symbol, interval, period)
+        );
+        """,
+    )
+)

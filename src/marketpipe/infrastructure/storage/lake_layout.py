@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from marketpipe.domain.errors import DataValidationError, InvalidInputError, StorageError
-from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, validate_identifier
+from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, next_month, validate_identifier
 
 PARQUET_SUFFIX = ".parquet"
 LOCKS_DIR = "_locks"
@@ -137,11 +137,6 @@ def month_start(year: int, month: int) -> date:
         return date(int(year), int(month), 1)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"Invalid partition month {year!r}-{month!r}: {exc}") from exc
-
-
-def next_month(first_day: date) -> date:
-    """The first day of the month after ``first_day``'s month."""
-    return date(first_day.year + first_day.month // 12, first_day.month % 12 + 1, 1)
 
 
 def parse_period(text: str) -> tuple[date, Granularity] | None:

@@ -1,0 +1,183 @@
+"""Commands that fill the lake: ``ingest binance`` and ``jobs``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from dataclasses import asdict
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from marketpipe.application.export import export_csv
+from marketpipe.application.ingestion import IngestionReport, IngestionRequest, IngestionService, UnitResult
+from marketpipe.cli.app import app, console, settings_of
+from marketpipe.cli.lake_commands import format_bytes
+from marketpipe.config import Settings
+from marketpipe.domain.ingestion import IngestionJob, JobStatus, UnitStatus
+from marketpipe.infrastructure.data.binance_client import BinanceDataClient
+from marketpipe.infrastructure.data.binance_layout import Market
+from marketpipe.infrastructure.events import InMemoryEventPublisher
+from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
+from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+
+ingest_app = typer.Typer(help="Fill the lake from a market-data source.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+
+class RichProgress:
+    """Progress bars per stage: archives, bytes downloaded, rows stored."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._archives = progress.add_task("archives", total=None)
+        self._bytes = progress.add_task("downloaded", total=None, visible=True)
+        self._rows = progress.add_task("rows stored", total=None)
+        self._bytes_seen = 0
+
+    def planned(self, archives: int) -> None:
+        self._progress.update(self._archives, total=archives)
+
+    def finished(self, result: UnitResult) -> None:
+        self._progress.advance(self._archives)
+        self._bytes_seen += result.bytes_downloaded
+        self._progress.update(
+            self._bytes, completed=self._bytes_seen, description=f"downloaded {format_bytes(self._bytes_seen)}"
+        )
+        self._progress.advance(self._rows, result.rows if result.status is UnitStatus.WRITTEN else 0)
+        if result.status is UnitStatus.FAILED:
+            self._progress.console.print(f"[red]failed[/red] {result.error}", highlight=False)
+
+
+def build_service(settings: Settings, client: BinanceDataClient) -> IngestionService:
+    return IngestionService(
+        client,
+        ParquetMarketDataRepository(settings.lake_dir),
+        SqliteIngestionRepository(settings.sqlite_path),
+        InMemoryEventPublisher(),
+    )
+
+
+def run_ingestion(settings: Settings, request: IngestionRequest, client: BinanceDataClient) -> IngestionReport:
+    """Run with progress bars and print the summary table."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        report = asyncio.run(build_service(settings, client).run(request, RichProgress(progress)))
+    console.print(summary_table(report))
+    return report
+
+
+def summary_table(report: IngestionReport) -> Table:
+    table = Table(title=f"Job {report.job.job_id}: {report.job.status.value} in {report.seconds:.1f}s")
+    for column in ("symbol", "interval", "written", "skipped", "missing", "failed", "rows", "downloaded"):
+        table.add_column(column, justify="left" if column in ("symbol", "interval") else "right")
+    groups: dict[tuple[str, str], list[UnitResult]] = {}
+    for result in report.results:
+        groups.setdefault((result.archive.symbol.value, result.archive.interval.value), []).append(result)
+    for (symbol, interval), results in sorted(groups.items()):
+        count = {s: sum(r.status is s for r in results) for s in UnitStatus}
+        table.add_row(
+            symbol,
+            interval,
+            *(str(count[s]) for s in UnitStatus),
+            f"{sum(r.rows for r in results if r.status is UnitStatus.WRITTEN):,}",
+            format_bytes(sum(r.bytes_downloaded for r in results)),
+        )
+    return table
+
+
+@ingest_app.command("binance")
+def ingest_binance(
+    ctx: typer.Context,
+    symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT.")],
+    interval: Annotated[list[str], typer.Option("--interval", "-i", help="Kline interval; repeat for several.")],
+    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC).")],
+    end: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day, included (default: yesterday).")
+    ] = None,
+    market: Annotated[Market, typer.Option(help="spot, um (USD-M futures) or cm (COIN-M futures).")] = Market.SPOT,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Archives processed in parallel.")] = 4,
+    base_url: Annotated[str | None, typer.Option(help="Archive mirror (env MARKETPIPE_BINANCE_BASE_URL).")] = None,
+    export_csv_path: Annotated[
+        Path | None, typer.Option("--export-csv", help="Also write the range as CSV (.gz).")
+    ] = None,
+) -> None:
+    """Download Binance kline archives, verify their checksums, and store the bars in the lake (resumable)."""
+    settings = settings_of(ctx)
+    last = end.date() if end else date.today() - timedelta(days=1)
+    request = IngestionRequest(tuple(symbols), tuple(interval), start.date(), last, market.value, workers)
+    with BinanceDataClient(base_url, market=market, cache_dir=settings.cache_dir / "binance") as client:
+        report = run_ingestion(settings, request, client)
+    if export_csv_path is not None:
+        rows = export_csv(
+            settings.lake_dir, request.symbols, request.intervals, request.start, request.end, export_csv_path
+        )
+        console.print(f"Exported {rows:,} rows to {export_csv_path}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def jobs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many recent jobs.")] = 20,
+    job_id: Annotated[str | None, typer.Option("--job", help="Show one job in full (JSON).")] = None,
+) -> None:
+    """Recent ingestion jobs: status, counts and errors. A job whose process died shows as interrupted."""
+    repository = SqliteIngestionRepository(settings_of(ctx).sqlite_path)
+    if job_id is not None:
+        job = asyncio.run(repository.get_job(job_id))
+        if job is None:
+            raise typer.BadParameter(f"no job {job_id!r}", param_hint="--job")
+        console.print_json(json.dumps(_job_dict(_with_liveness(job)), default=str))
+        return
+    table = Table(title="Ingestion jobs")
+    for column in ("job", "status", "started (UTC)", "written", "skipped", "missing", "failed", "rows", "errors"):
+        table.add_column(column)
+    for job in map(_with_liveness, asyncio.run(repository.list_jobs(limit))):
+        c = job.counts
+        table.add_row(
+            job.job_id,
+            job.status.value,
+            f"{job.started_at:%Y-%m-%d %H:%M:%S}" if job.started_at else "-",
+            *(
+                str(c.get(k, "-"))
+                for k in ("archives_written", "archives_skipped", "archives_missing", "archives_failed", "rows_written")
+            ),
+            str(len(job.errors)),
+        )
+    console.print(table)
+
+
+def _with_liveness(job: IngestionJob) -> IngestionJob:
+    """A running job whose process is gone (on this host) is reported as interrupted."""
+    same_host = job.hostname == socket.gethostname()
+    if job.status is JobStatus.RUNNING and job.pid and same_host and not _process_alive(job.pid):
+        job.status = JobStatus.INTERRUPTED
+    return job
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _job_dict(job: IngestionJob) -> dict[str, object]:
+    return asdict(job)

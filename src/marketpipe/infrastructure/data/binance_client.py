@@ -1,0 +1,312 @@
+"""BinanceDataClient: klines from Binance's public data archive, verified, cached and parsed (seed 004).
+
+Every archive is checked against its ``.CHECKSUM`` (SHA-256) before anything in it is used; a mismatch is
+retried once with a fresh download and then refused with :class:`ArchiveIntegrityError`. Transient failures
+(timeouts, resets, truncated bodies, 429 and 5xx) are retried with exponential backoff and jitter, honouring
+``Retry-After``; an interrupted download resumes with an HTTP Range request. Verified archives are kept in the
+cache (``{data}/cache/binance/<archive path>``), so a re-run downloads nothing it already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
+from marketpipe.domain.errors import ArchiveIntegrityError, InvalidInputError, NotPublishedError, SourceError
+from marketpipe.domain.value_objects import datetime_to_ns, next_month, to_utc
+from marketpipe.infrastructure.data.binance_archive import read_kline_archive
+from marketpipe.infrastructure.data.binance_layout import (
+    DEFAULT_BASE_URL,
+    ENV_BASE_URL,
+    ArchiveFile,
+    Granularity,
+    Market,
+    binance_interval,
+)
+from marketpipe.infrastructure.storage.atomic import atomic_write, fsync_directory
+
+log = logging.getLogger(__name__)
+
+_CHECKSUM_RE = re.compile(r"([0-9a-fA-F]{64})\s+\*?(\S+)")
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+CHUNK_BYTES = 1 << 20
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+
+class _RetryableHTTPStatus(SourceError):
+    def __init__(self, url: str, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status} from {url}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedArchive:
+    """A verified archive on disk."""
+
+    archive: ArchiveFile
+    path: Path
+    sha256: str
+    size_bytes: int
+    from_cache: bool
+
+
+class BinanceDataClient:
+    """Download, verify and parse Binance kline archives.
+
+    Parameters:
+        base_url: archive root (default: ``MARKETPIPE_BINANCE_BASE_URL`` or https://data.binance.vision).
+        market: ``spot``, ``um`` (USD-M futures) or ``cm`` (COIN-M futures).
+        cache_dir: where verified archives are kept (default ``./data/cache/binance``).
+        max_attempts: attempts per HTTP request for transient failures.
+        backoff: base seconds of the exponential backoff (jittered, capped at 30 s).
+        today: the current UTC date (injectable for tests); the current month is fetched as daily files.
+
+    Raises:
+        NotPublishedError: the archive does not exist (404); callers report it and carry on.
+        ArchiveIntegrityError: checksum mismatch twice, or a corrupt/hostile ZIP.
+        ArchiveFormatError, DataValidationError: the CSV inside is malformed or breaks a bar rule.
+        SourceError: the server kept failing after every retry.
+
+    Examples:
+        >>> client = BinanceDataClient()  # doctest: +SKIP
+        >>> df = client.download_date_range(  # doctest: +SKIP
+        ...     "btcusdt", "1h", datetime(2021, 1, 1), datetime(2024, 1, 1))
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        market: str | Market = Market.SPOT,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff: float = 0.5,
+        today: Callable[[], date] | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise InvalidInputError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+        self.market = Market(market)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else Path("data") / "cache" / "binance"
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._today = today or (lambda: datetime.now(UTC).date())
+        self._http = http or httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": "marketpipe"})
+
+    # ------------------------------------------------------------------ planning
+    def archives_for_month(self, symbol: str, interval: str, month: date) -> list[ArchiveFile]:
+        """The archives that hold ``month``: its monthly file, or daily files up to yesterday for the current month."""
+        first = month.replace(day=1)
+        today = self._today()
+        if first < today.replace(day=1):
+            return [ArchiveFile.of(self.market, symbol, interval, Granularity.MONTHLY, first)]
+        return self.daily_archives(symbol, interval, first, min(next_month(first), today))
+
+    def daily_archives(self, symbol: str, interval: str, first_day: date, end_day: date) -> list[ArchiveFile]:
+        """Daily archives for days ``first_day`` up to (not including) ``end_day``."""
+        days = (end_day - first_day).days
+        return [
+            ArchiveFile.of(self.market, symbol, interval, Granularity.DAILY, first_day + timedelta(days=i))
+            for i in range(max(days, 0))
+        ]
+
+    # ------------------------------------------------------------------ fetching
+    def fetch_archive(self, archive: ArchiveFile) -> FetchedArchive:
+        """The verified archive on disk: from the cache if it is there and intact, else downloaded."""
+        target = self.cache_dir / archive.relative_path
+        checksum_file = self.cache_dir / archive.checksum_path
+        if target.exists() and checksum_file.exists():
+            expected = _parse_checksum(checksum_file.read_text(), archive)
+            actual = _sha256(target)
+            if actual == expected:
+                return FetchedArchive(archive, target, actual, target.stat().st_size, from_cache=True)
+            log.warning("cached %s does not match its checksum; downloading it again", archive.file_name)
+        checksum_text = self._get_text(archive.url(self.base_url) + ".CHECKSUM")
+        expected = _parse_checksum(checksum_text, archive)
+        for attempt in (1, 2):
+            actual = self._download(archive.url(self.base_url), target, resume=attempt == 1)
+            if actual == expected:
+                break
+            log.warning(
+                "checksum mismatch for %s (attempt %d): expected %s, got %s",
+                archive.file_name,
+                attempt,
+                expected,
+                actual,
+            )
+            target.unlink(missing_ok=True)
+        else:
+            raise ArchiveIntegrityError(
+                f"{archive.file_name}: checksum mismatch after a fresh download (expected {expected}, got {actual}); "
+                "nothing from this file was stored"
+            )
+        _write_text_atomically(checksum_file, checksum_text)
+        return FetchedArchive(archive, target, actual, target.stat().st_size, from_cache=False)
+
+    def read_archive(self, archive: ArchiveFile) -> tuple[pd.DataFrame, FetchedArchive]:
+        """Fetch (or take from cache), verify and parse one archive into a bar frame."""
+        fetched = self.fetch_archive(archive)
+        frame = read_kline_archive(fetched.path.read_bytes(), expected_name=archive.csv_name, source=archive.file_name)
+        return frame, fetched
+
+    def download_date_range(
+        self, symbol: str, interval: str, start: datetime | date, end: datetime | date
+    ) -> pd.DataFrame:
+        """Bars of ``symbol`` with ``start <= timestamp < end`` as a DataFrame with a ``timestamp`` column.
+
+        Months (or days) that are not published are skipped with a warning.
+        """
+        binance_interval(interval)
+        start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
+        frames = []
+        month = to_utc(start).date().replace(day=1)
+        while datetime_to_ns(month) < end_ns:
+            for archive in self.archives_for_month(symbol, interval, month):
+                try:
+                    frames.append(self.read_archive(archive)[0])
+                except NotPublishedError as exc:
+                    log.warning("%s", exc)
+            month = next_month(month)
+        if not frames:
+            return ns_to_timestamps(empty_bar_frame())
+        bars = pd.concat(frames, ignore_index=True)
+        ts = bars[TIMESTAMP_COLUMN]
+        return ns_to_timestamps(bars[(ts >= start_ns) & (ts < end_ns)].reset_index(drop=True))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BinanceDataClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BinanceDataClient(base_url={self.base_url!r}, market={self.market.value!r})"
+
+    # ------------------------------------------------------------------ HTTP with retries
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = wait_random_exponential(multiplier=self._backoff, max=30)(state)
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _RetryableHTTPStatus) and error.retry_after is not None:
+            return max(backoff, min(error.retry_after, MAX_RETRY_AFTER_SECONDS))
+        return backoff
+
+    def _get_text(self, url: str) -> str:
+        try:
+            for attempt in self._retrying():
+                with attempt:
+                    response = self._http.get(url)
+                    _raise_for_status(url, response)
+                    return response.text
+        except _RetryableHTTPStatus as exc:
+            raise SourceError(f"{exc} (gave up after {self._max_attempts} attempts)") from exc
+        except httpx.HTTPError as exc:
+            raise SourceError(f"Cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _download(self, url: str, target: Path, *, resume: bool) -> str:
+        """Stream ``url`` into ``target`` (via ``target.part``, resuming it with Range); returns the SHA-256."""
+        partial = target.with_name(target.name + ".part")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            partial.unlink(missing_ok=True)
+        try:
+            for attempt in self._retrying():
+                with attempt:
+                    self._stream_into(url, partial)
+        except _RetryableHTTPStatus as exc:
+            raise SourceError(f"{exc} (gave up after {self._max_attempts} attempts)") from exc
+        except httpx.HTTPError as exc:
+            raise SourceError(f"Cannot download {url}: {type(exc).__name__}: {exc}") from exc
+        digest = _sha256(partial)
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        partial.replace(target)
+        fsync_directory(target.parent)
+        return digest
+
+    def _stream_into(self, url: str, partial: Path) -> None:
+        have = partial.stat().st_size if partial.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self._http.stream("GET", url, headers=headers) as response:
+            if response.status_code == 416 and have:
+                partial.unlink(missing_ok=True)  # our partial file is longer than the resource: start over
+                raise httpx.RemoteProtocolError("range not satisfiable; restarting the download")
+            _raise_for_status(url, response)
+            mode = "ab" if response.status_code == 206 and have else "wb"
+            with partial.open(mode) as handle:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    handle.write(chunk)
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, _RetryableHTTPStatus | httpx.TransportError)
+
+
+def _raise_for_status(url: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in (200, 206):
+        return
+    if status == 404:
+        raise NotPublishedError(f"Not published: {url}")
+    if status in RETRYABLE_STATUS:
+        raise _RetryableHTTPStatus(url, status, _retry_after(response.headers.get("Retry-After")))
+    raise SourceError(f"HTTP {status} from {url}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        try:
+            moment = pd.Timestamp(value)
+        except ValueError:
+            return None
+        return max((to_utc(moment.to_pydatetime()) - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _parse_checksum(text: str, archive: ArchiveFile) -> str:
+    match = _CHECKSUM_RE.fullmatch(text.strip())
+    if match is None:
+        raise ArchiveIntegrityError(f"{archive.file_name}.CHECKSUM is not '<sha256>  <file name>': {text[:100]!r}")
+    if match.group(2) != archive.file_name:
+        raise ArchiveIntegrityError(f"{archive.file_name}.CHECKSUM names another file: {match.group(2)!r}")
+    return match.group(1).lower()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    atomic_write(path, lambda temp: temp.write_text(text))
