@@ -21,6 +21,7 @@ reliability:
 
 bench:
 	$(PY) benchmarks/query_speedups.py
+	$(PY) benchmarks/ingest_throughput.py
 
 demo:
 	.venv/bin/marketpipe demo

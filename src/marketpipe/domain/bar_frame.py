@@ -168,6 +168,8 @@ def split_market_data(
             }
         )
     frame = timestamps_to_ns(data)
+    if symbol is not None and interval is not None and not {"symbol", "interval"} & set(frame.columns):
+        return {(Symbol(symbol).value, Interval(interval).value): frame.reset_index(drop=True)}
     for column, value in (("symbol", symbol), ("interval", interval)):
         if value is not None:
             frame = frame.assign(**{column: value})

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from datetime import date, datetime
 
+import numpy as np
 import pandas as pd
 
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps, split_market_data
@@ -43,10 +44,11 @@ class ParquetMarketDataRepository(IMarketDataRepository):
         """Store bars, split by symbol, interval and month; returns how many bars were written."""
         written = 0
         for (sym, ivl), bars in split_market_data(data, symbol=symbol, interval=interval).items():
-            months = pd.to_datetime(bars[TIMESTAMP_COLUMN], unit="ns", utc=True).dt.strftime("%Y-%m")
-            for month, chunk in bars.groupby(months.to_numpy(), sort=True):
-                year, number = (int(part) for part in str(month).split("-"))
-                self._manager.write_partition(chunk, sym, ivl, year, number)
+            months = bars[TIMESTAMP_COLUMN].to_numpy().astype("datetime64[ns]").astype("datetime64[M]").astype("int64")
+            for month in np.unique(months):
+                chunk = bars[months == month]
+                year, number = divmod(int(month), 12)
+                self._manager.write_partition(chunk, sym, ivl, 1970 + year, number + 1)
                 written += len(chunk)
         return written
 
