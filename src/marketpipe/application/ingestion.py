@@ -32,7 +32,7 @@ from marketpipe.infrastructure.repositories.parquet_repository import ParquetMar
 
 log = logging.getLogger(__name__)
 
-SOURCE = "binance"
+SOURCE = "binance"  # job ids and records; checkpoints are keyed by the client's source_key (server-specific)
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,10 @@ class IngestionService:
 
     async def run(self, request: IngestionRequest, listener: ProgressListener | None = None) -> IngestionReport:
         listener = listener or _Silent()
+        if request.market != self._client.market.value:
+            raise InvalidInputError(
+                f"Request is for market {request.market!r} but the client fetches {self._client.market.value!r}"
+            )
         started = time.perf_counter()
         job = IngestionJob(
             job_id=f"{SOURCE}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
@@ -150,7 +154,7 @@ class IngestionService:
 
             async def run_unit(archives: list[ArchiveFile]) -> list[UnitResult]:
                 async with semaphore:
-                    return await self._run_unit(job.job_id, archives, listener)
+                    return await self._run_unit(job.job_id, request, archives, listener)
 
             for results in await asyncio.gather(*(run_unit(archives) for archives in plan)):
                 report.results.extend(results)
@@ -185,17 +189,21 @@ class IngestionService:
         if not archives:
             return [], []
         first = archives[0]
-        done = await self._jobs.get_checkpoints(SOURCE, first.market.value, first.symbol.value, first.interval.value)
+        done = await self._jobs.get_checkpoints(
+            self._client.source_key, first.market.value, first.symbol.value, first.interval.value
+        )
         todo, skipped = [], []
         for archive in archives:
             checkpoint = done.get(archive.period_text)
-            if checkpoint is not None and checkpoint.status is UnitStatus.WRITTEN:
+            if checkpoint is not None and checkpoint.status is UnitStatus.WRITTEN and self._still_stored(archive):
                 skipped.append(UnitResult(archive, UnitStatus.SKIPPED, rows=checkpoint.rows))
             else:
                 todo.append(archive)
         return todo, skipped
 
-    async def _run_unit(self, job_id: str, archives: list[ArchiveFile], listener: ProgressListener) -> list[UnitResult]:
+    async def _run_unit(
+        self, job_id: str, request: IngestionRequest, archives: list[ArchiveFile], listener: ProgressListener
+    ) -> list[UnitResult]:
         results = []
         for archive in archives:
             result = await asyncio.to_thread(self._ingest_archive, archive)
@@ -204,25 +212,32 @@ class IngestionService:
                 days = self._client.daily_archives(
                     archive.symbol.value, archive.interval.value, archive.period, next_month(archive.period)
                 )
-                todo, done = await self._split_done(days)
+                todo, done = await self._split_done([day for day in days if _in_range(day, request)])
                 for skipped in done:
                     listener.finished(skipped)
                 results.extend(done)
-                results.extend(await self._run_unit(job_id, todo, listener))
+                results.extend(await self._run_unit(job_id, request, todo, listener))
                 continue
             await self._record(job_id, result)
             listener.finished(result)
             results.append(result)
         return results
 
+    def _still_stored(self, archive: ArchiveFile) -> bool:
+        """Whether the month partition an archive was written to is still in the lake."""
+        symbol = archive.market.lake_symbol(archive.symbol.value)
+        month = archive.period
+        return self._warm.manager.get_partition_path(symbol, archive.interval.value, month.year, month.month).exists()
+
     def _ingest_archive(self, archive: ArchiveFile) -> UnitResult:
         """Download, verify, parse, validate and store one archive (runs in a worker thread)."""
         try:
             bars, fetched = self._client.read_archive(archive)
-            rows = self._warm.save(bars, symbol=archive.symbol.value, interval=archive.interval.value)
+            symbol = archive.market.lake_symbol(archive.symbol.value)
+            rows = self._warm.save(bars, symbol=symbol, interval=archive.interval.value)
         except NotPublishedError as exc:
             return UnitResult(archive, UnitStatus.MISSING, error=str(exc))
-        except MarketPipeError as exc:
+        except (MarketPipeError, OSError) as exc:
             log.error("%s: %s", archive.file_name, exc)
             return UnitResult(archive, UnitStatus.FAILED, error=f"{archive.file_name}: {exc}")
         return UnitResult(
@@ -238,7 +253,7 @@ class IngestionService:
         if result.status in (UnitStatus.WRITTEN, UnitStatus.MISSING):
             await self._jobs.record_checkpoint(
                 ArchiveCheckpoint(
-                    SOURCE,
+                    self._client.source_key,
                     a.market.value,
                     a.symbol.value,
                     a.interval.value,

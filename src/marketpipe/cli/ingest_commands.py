@@ -7,7 +7,7 @@ import json
 import os
 import socket
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -116,7 +116,7 @@ def ingest_binance(
 ) -> None:
     """Download Binance kline archives, verify their checksums, and store the bars in the lake (resumable)."""
     settings = settings_of(ctx)
-    last = end.date() if end else date.today() - timedelta(days=1)
+    last = end.date() if end else datetime.now(UTC).date() - timedelta(days=1)
     request = IngestionRequest(tuple(symbols), tuple(interval), start.date(), last, market.value, workers)
     with BinanceDataClient(base_url, market=market, cache_dir=settings.cache_dir / "binance") as client:
         report = run_ingestion(settings, request, client)

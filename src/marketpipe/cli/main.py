@@ -54,6 +54,11 @@ def main() -> None:
     except MarketPipeError as exc:
         err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except OSError as exc:  # disk full, permissions, a path that is a file: the user's to fix, not a bug
+        err_console.print(
+            f"[red]Error:[/red] {exc.strerror or exc}: {exc.filename or ''}", highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

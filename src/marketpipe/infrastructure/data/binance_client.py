@@ -34,7 +34,7 @@ from marketpipe.infrastructure.data.binance_layout import (
     Market,
     binance_interval,
 )
-from marketpipe.infrastructure.storage.atomic import atomic_write, fsync_directory
+from marketpipe.infrastructure.storage.atomic import atomic_write, fsync_directory, path_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class BinanceDataClient:
     Parameters:
         base_url: archive root (default: ``MARKETPIPE_BINANCE_BASE_URL`` or https://data.binance.vision).
         market: ``spot``, ``um`` (USD-M futures) or ``cm`` (COIN-M futures).
-        cache_dir: where verified archives are kept (default ``./data/cache/binance``).
+        cache_dir: where verified archives are kept (default ``./data/cache/binance``), one folder per server.
         max_attempts: attempts per HTTP request for transient failures.
         backoff: base seconds of the exponential backoff (jittered, capped at 30 s).
         today: the current UTC date (injectable for tests); the current month is fetched as daily files.
@@ -125,18 +125,30 @@ class BinanceDataClient:
         ]
 
     # ------------------------------------------------------------------ fetching
+    @property
+    def source_key(self) -> str:
+        """Identifies the archive server: ``binance`` for the public one, ``binance@host`` for a mirror."""
+        host = httpx.URL(self.base_url).netloc.decode()
+        return "binance" if self.base_url == DEFAULT_BASE_URL else f"binance@{host}"
+
     def fetch_archive(self, archive: ArchiveFile) -> FetchedArchive:
-        """The verified archive on disk: from the cache if it is there and intact, else downloaded."""
-        target = self.cache_dir / archive.relative_path
-        checksum_file = self.cache_dir / archive.checksum_path
-        if target.exists() and checksum_file.exists():
-            expected = _parse_checksum(checksum_file.read_text(), archive)
+        """The verified archive on disk: from the cache if it matches the server's current checksum, else downloaded.
+
+        The small ``.CHECKSUM`` is always asked for, so a republished archive is noticed. Fetches of one archive are
+        serialised across threads and processes, so concurrent runs never share a partial download.
+        """
+        root = self.cache_dir / _safe_dir_name(self.source_key)
+        with path_lock(root / "_locks" / (archive.relative_path + ".lock")):
+            return self._fetch_locked(archive, root / archive.relative_path, root / archive.checksum_path)
+
+    def _fetch_locked(self, archive: ArchiveFile, target: Path, checksum_file: Path) -> FetchedArchive:
+        checksum_text = self._get_text(archive.url(self.base_url) + ".CHECKSUM")
+        expected = _parse_checksum(checksum_text, archive)
+        if target.exists() and checksum_file.exists() and checksum_file.read_text() == checksum_text:
             actual = _sha256(target)
             if actual == expected:
                 return FetchedArchive(archive, target, actual, target.stat().st_size, from_cache=True)
             log.warning("cached %s does not match its checksum; downloading it again", archive.file_name)
-        checksum_text = self._get_text(archive.url(self.base_url) + ".CHECKSUM")
-        expected = _parse_checksum(checksum_text, archive)
         for attempt in (1, 2):
             actual = self._download(archive.url(self.base_url), target, resume=attempt == 1)
             if actual == expected:
@@ -158,9 +170,15 @@ class BinanceDataClient:
         return FetchedArchive(archive, target, actual, target.stat().st_size, from_cache=False)
 
     def read_archive(self, archive: ArchiveFile) -> tuple[pd.DataFrame, FetchedArchive]:
-        """Fetch (or take from cache), verify and parse one archive into a bar frame."""
+        """Fetch (or take from cache), verify and parse one archive into a bar frame.
+
+        The bytes parsed are the bytes whose SHA-256 was checked against the ``.CHECKSUM``.
+        """
         fetched = self.fetch_archive(archive)
-        frame = read_kline_archive(fetched.path.read_bytes(), expected_name=archive.csv_name, source=archive.file_name)
+        data = fetched.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != fetched.sha256:
+            raise ArchiveIntegrityError(f"{archive.file_name}: cached file changed after it was verified")
+        frame = read_kline_archive(data, expected_name=archive.csv_name, source=archive.file_name)
         return frame, fetched
 
     def download_date_range(
@@ -259,7 +277,7 @@ class BinanceDataClient:
             _raise_for_status(url, response)
             mode = "ab" if response.status_code == 206 and have else "wb"
             with partial.open(mode) as handle:
-                for chunk in response.iter_bytes(CHUNK_BYTES):
+                for chunk in response.iter_raw():  # raw bytes, written as they arrive, so a resume loses nothing
                     handle.write(chunk)
 
 
@@ -306,6 +324,10 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _safe_dir_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", text)
 
 
 def _write_text_atomically(path: Path, text: str) -> None:

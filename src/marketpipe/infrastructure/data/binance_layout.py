@@ -46,6 +46,14 @@ class Market(StrEnum):
     def path(self) -> str:
         return "spot" if self is Market.SPOT else f"futures/{self.value}"
 
+    def lake_symbol(self, symbol: str) -> str:
+        """The symbol the lake stores this market's bars under: ``BTCUSDT`` (spot), ``BTCUSDT.UM``, ``BTCUSD_PERP.CM``.
+
+        Spot and futures contracts share names but not prices, so they must never share a partition.
+        """
+        base = Symbol(symbol).value
+        return base if self is Market.SPOT else Symbol(f"{base}.{self.value.upper()}").value
+
 
 class Granularity(StrEnum):
     MONTHLY = "monthly"
