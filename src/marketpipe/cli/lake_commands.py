@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from marketpipe.application.inventory import InventoryRow, build_inventory
 from marketpipe.cli.app import app, console, settings_of
 from marketpipe.cli.output import ResultFormat, emit
 from marketpipe.infrastructure.storage import DuckDBQueryEngine, Lake
+from marketpipe.infrastructure.storage.remote_parquet import S3Options
 
 FormatOption = Annotated[ResultFormat, typer.Option("--format", help="Output format.")]
 OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")]
@@ -72,6 +74,12 @@ def query(
     output_format: FormatOption = ResultFormat.table,
     output: OutputOption = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Value for a ? placeholder.")] = None,
+    remote: Annotated[
+        str | None, typer.Option("--remote", help="Query a remote lake instead: s3://bucket/prefix/ or an https URL.")
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="S3 endpoint for --remote (env MARKETPIPE_S3_ENDPOINT).")
+    ] = None,
 ) -> None:
     """Run SQL over every bar in the lake: `SELECT ... FROM bars WHERE frame = '1h' AND symbol = 'BTCUSDT'`.
 
@@ -79,6 +87,9 @@ def query(
     Only SELECT/WITH/DESCRIBE/SUMMARIZE/EXPLAIN run; only the lake's files are readable.
     """
     with DuckDBQueryEngine(settings_of(ctx).lake_dir) as engine:
+        if remote is not None:
+            url = endpoint or os.environ.get("MARKETPIPE_S3_ENDPOINT")
+            engine.use_remote_lake(remote, s3=S3Options(endpoint_url=url, region=os.environ.get("AWS_REGION")))
         result = engine.sql(sql, param or None)
     emit(result, output_format, output)
 

@@ -14,7 +14,13 @@ import typer
 from rich.logging import RichHandler
 
 from marketpipe import __version__
-from marketpipe.cli import analysis_commands, demo_command, ingest_commands, lake_commands  # noqa: F401 - register
+from marketpipe.cli import (  # noqa: F401 - importing registers the commands
+    analysis_commands,
+    cloud_commands,
+    demo_command,
+    ingest_commands,
+    lake_commands,
+)
 from marketpipe.cli.app import app, console, err_console
 from marketpipe.config import Settings
 from marketpipe.domain.errors import MarketPipeError

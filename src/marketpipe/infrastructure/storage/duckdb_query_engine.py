@@ -22,12 +22,12 @@ import pandas as pd
 
 from marketpipe.domain.errors import InvalidInputError, StorageError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, to_utc
-from marketpipe.infrastructure.storage.lake_layout import iter_lake_files
+from marketpipe.infrastructure.storage.lake_layout import HIVE_KEYS, iter_lake_files
+from marketpipe.infrastructure.storage.remote_parquet import S3Options, open_remote_dataset, query_remote_parquet
 
 AGGREGATIONS = {"first", "last", "max", "min", "sum", "mean", "avg", "count"}
 TRUNC_UNITS = {"second", "minute", "hour", "day", "week", "month", "quarter", "year"}
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}
-HIVE_KEYS = ("frame", "symbol", "date")
 _GROUP_RE = re.compile(
     r"\s*(?:date_trunc\s*\(\s*'(?P<unit>[a-z]+)'\s*,\s*(?P<col>[A-Za-z_][A-Za-z0-9_]*)\s*\)"
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))\s*(?:as\s+(?P<alias>[A-Za-z_][A-Za-z0-9_]*))?\s*",
@@ -91,6 +91,7 @@ class DuckDBQueryEngine:
         self._con = duckdb.connect(config=dict(self._config))
         self._sandbox: duckdb.DuckDBPyConnection | None = None
         self._sandbox_has_files = False
+        self._remote: tuple[str, S3Options | None] | None = None
 
     # ------------------------------------------------------------------ files by glob
     def query_parquet_files(
@@ -158,6 +159,22 @@ class DuckDBQueryEngine:
         query = f"SELECT {select} FROM read_parquet($source) {where} {group}"
         return _utc(self._run(self._con, query, {"source": source, **params}))
 
+    def query_remote_parquet(
+        self,
+        location: str,
+        columns: Sequence[str] | None = None,
+        start: datetime | date | None = None,
+        end: datetime | date | None = None,
+        *,
+        s3: S3Options | None = None,
+    ) -> pd.DataFrame:
+        """Like ``query_parquet_files`` for a remote file or prefix: ``https://...`` or ``s3://bucket/key-or-prefix``.
+
+        Only the footer and the needed row groups and columns are fetched (HTTP range requests); no DuckDB
+        extension is downloaded. ``s3`` gives the endpoint and credentials (default: the AWS chain).
+        """
+        return query_remote_parquet(location, columns=columns, start=start, end=end, s3=s3)
+
     # ------------------------------------------------------------------ the lake's bars view
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run one read-only query (SELECT, WITH, DESCRIBE, SUMMARIZE, EXPLAIN) over the ``bars`` view."""
@@ -208,7 +225,29 @@ class DuckDBQueryEngine:
         self._sandbox = None
 
     # ------------------------------------------------------------------ plumbing
+    def use_remote_lake(self, location: str, *, s3: S3Options | None = None) -> None:
+        """Point the ``bars`` view at a remote lake (``s3://bucket/prefix/``) instead of the local one."""
+        open_remote_dataset(location, s3=s3)  # fail early with a clear error
+        self._remote = (location, s3)
+        self.refresh()
+
+    def _remote_connection(self) -> duckdb.DuckDBPyConnection:
+        location, s3 = self._remote  # type: ignore[misc]
+        con = duckdb.connect(config=dict(self._config))
+        con.register("remote_lake", open_remote_dataset(location, s3=s3))
+        con.execute(
+            "CREATE VIEW bars AS SELECT frame, symbol, make_timestamp_ns(ts_ns) AS timestamp, "
+            "* EXCLUDE (frame, symbol, date) FROM remote_lake"
+        )
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
+
     def _lake_connection(self) -> duckdb.DuckDBPyConnection:
+        if self._remote is not None:
+            if self._sandbox is None:
+                self._sandbox = self._remote_connection()
+            return self._sandbox
         if self._lake_root is None:
             raise InvalidInputError("This DuckDBQueryEngine has no lake_root: pass one to query the bars view")
         if self._sandbox is not None and not self._sandbox_has_files and _lake_has_files(self._lake_root):

@@ -30,6 +30,7 @@ from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, ne
 
 PARQUET_SUFFIX = ".parquet"
 LOCKS_DIR = "_locks"
+HIVE_KEYS = ("frame", "symbol", "date")  # the partition keys of every lake path, in order
 MONTH_FILE_NAME = "data"
 
 

@@ -21,6 +21,7 @@ from marketpipe.domain.errors import DataValidationError, InvalidInputError
 from marketpipe.domain.value_objects import validate_identifier
 from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
+    HIVE_KEYS,
     FileSummary,
     Granularity,
     LakeFile,
@@ -38,7 +39,7 @@ from marketpipe.infrastructure.storage.parquet_format import (
 
 log = logging.getLogger(__name__)
 
-PARTITION_COLUMNS = ("frame", "symbol", "date")
+PARTITION_COLUMNS = HIVE_KEYS
 
 
 class ParquetStorageEngine:
