@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from timing import measure, write_result
 
 import marketpipe
 from marketpipe.application.ingestion import IngestionRequest, IngestionService
@@ -40,7 +39,6 @@ from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
 from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
 
-RESULTS = Path(__file__).parent / "results"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 
 
@@ -73,15 +71,6 @@ def stage_pandas(zips: list[Path], out: Path) -> None:
         frame.to_parquet(out / f"{i}.parquet")
 
 
-def timed(func, repeats: int) -> dict[str, float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - started)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=3)
@@ -110,10 +99,10 @@ def main() -> None:
                 "min_s": min(pipeline),
                 "max_s": max(pipeline),
             },
-            "parse+write, marketpipe": timed(
+            "parse+write, marketpipe": measure(
                 lambda: stage_marketpipe(zips, root / f"mp{time.time_ns()}"), args.repeats
             ),
-            "parse+write, pandas read_csv+to_parquet": timed(
+            "parse+write, pandas read_csv+to_parquet": measure(
                 lambda: stage_pandas(zips, root / f"pd{time.time_ns()}"), args.repeats
             ),
         }
@@ -132,24 +121,19 @@ def main() -> None:
         results["parse+write, pandas read_csv+to_parquet"]["median_s"] / results["parse+write, marketpipe"]["median_s"]
     )
     console.print(f"parse+write speedup vs pandas: {ratio:.2f}x (marketpipe also validates, merges and checkpoints)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest_throughput.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "ingest_throughput",
-                "machine": {"platform": platform.platform(), "python": platform.python_version()},
-                "versions": {"marketpipe": marketpipe.__version__, "pandas": pd.__version__},
-                "symbols": symbols,
-                "months": args.months,
-                "rows": rows,
-                "csv_bytes": csv_bytes,
-                "results": results,
-                "ratios": {"parse_write_speedup_vs_pandas": ratio},
-            },
-            indent=2,
-        )
+    path = write_result(
+        "ingest_throughput",
+        {
+            "versions": {"marketpipe": marketpipe.__version__, "pandas": pd.__version__},
+            "symbols": symbols,
+            "months": args.months,
+            "rows": rows,
+            "csv_bytes": csv_bytes,
+            "results": results,
+            "ratios": {"parse_write_speedup_vs_pandas": ratio},
+        },
     )
-    console.print(f"Wrote {RESULTS / 'ingest_throughput.json'}")
+    console.print(f"Wrote {path}")
 
 
 if __name__ == "__main__":

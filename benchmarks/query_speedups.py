@@ -8,11 +8,7 @@ Every variant reads the same lake in the same run, so the ratios hold on a share
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -23,13 +19,12 @@ import pyarrow
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
+from timing import measure, write_result
 
 import marketpipe
 from marketpipe.application.resampling import resample_bars
 from marketpipe.application.sample_data import random_walk_bars
 from marketpipe.infrastructure.storage import DuckDBQueryEngine, Lake, ParquetManager
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def build_lake(root: Path) -> tuple[Path, int]:
@@ -42,16 +37,6 @@ def build_lake(root: Path) -> tuple[Path, int]:
         manager.write_partition(bars, "BTCUSDT", "1m", 2023, month)
         csv_bytes += len(bars.to_csv(index=False).encode())
     return root, csv_bytes
-
-
-def measure(func: Callable[[], object], repeats: int) -> dict[str, float]:
-    func()  # warm the page cache and imports
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - started)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 
 def main() -> None:
@@ -118,15 +103,7 @@ def main() -> None:
     for name, value in ratios.items():
         console.print(f"{name}: {value:.2f}x")
 
-    RESULTS.mkdir(exist_ok=True)
     report = {
-        "benchmark": "query_speedups",
-        "when": datetime.now().isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": __import__("os").cpu_count(),
-        },
         "versions": {
             "marketpipe": marketpipe.__version__,
             "pyarrow": pyarrow.__version__,
@@ -139,8 +116,7 @@ def main() -> None:
         "results": results,
         "ratios": ratios,
     }
-    (RESULTS / "query_speedups.json").write_text(json.dumps(report, indent=2))
-    console.print(f"Wrote {RESULTS / 'query_speedups.json'}")
+    console.print(f"Wrote {write_result('query_speedups', report)}")
 
 
 if __name__ == "__main__":
