@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -93,29 +94,27 @@ def _print_report(report: SyncReport) -> None:
         console.print(f"[red]failed[/red] {action.kind.value} {action.relative_path}: {error}", highlight=False)
 
 
-@sync_app.command("push")
-def push(
-    ctx: typer.Context,
-    prefix: PrefixOption = "lake/",
-    dry_run: DryRunOption = False,
-    delete: DeleteOption = False,
-    endpoint: EndpointOption = None,
-    bucket: BucketOption = None,
-    workers: WorkersOption = 8,
-) -> None:
-    """Upload new and changed lake files to the bucket (only what differs in size or checksum)."""
-    _run(ctx, "push", endpoint, bucket, prefix, dry_run, delete, workers)
+def _sync_command(direction: str, summary: str) -> Callable[..., None]:
+    """The ``sync push`` / ``sync pull`` command: same options, opposite directions."""
+
+    def command(
+        ctx: typer.Context,
+        prefix: PrefixOption = "lake/",
+        dry_run: DryRunOption = False,
+        delete: DeleteOption = False,
+        endpoint: EndpointOption = None,
+        bucket: BucketOption = None,
+        workers: WorkersOption = 8,
+    ) -> None:
+        _run(ctx, direction, endpoint, bucket, prefix, dry_run, delete, workers)
+
+    command.__doc__ = summary
+    return command
 
 
-@sync_app.command("pull")
-def pull(
-    ctx: typer.Context,
-    prefix: PrefixOption = "lake/",
-    dry_run: DryRunOption = False,
-    delete: DeleteOption = False,
-    endpoint: EndpointOption = None,
-    bucket: BucketOption = None,
-    workers: WorkersOption = 8,
-) -> None:
-    """Download new and changed objects from the bucket into the lake (atomic per file)."""
-    _run(ctx, "pull", endpoint, bucket, prefix, dry_run, delete, workers)
+sync_app.command("push")(
+    _sync_command("push", "Upload new and changed lake files to the bucket (only what differs in size or checksum).")
+)
+sync_app.command("pull")(
+    _sync_command("pull", "Download new and changed objects from the bucket into the lake (atomic per file).")
+)
