@@ -11,6 +11,7 @@ again: everything already transferred compares equal and is skipped.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -144,10 +145,14 @@ class LakeSync:
         if not self._root.exists():
             return {}
         files = {}
-        for path in self._root.rglob(f"*{DATA_SUFFIX}"):
-            relative = path.relative_to(self._root).as_posix()
-            if is_data_path(relative) and path.is_file():
-                files[relative] = path
+        # os.walk, unlike Path.rglob, shrugs off directories removed while it walks (concurrent deletes).
+        for directory, subdirs, names in os.walk(self._root):
+            subdirs[:] = [d for d in subdirs if not d.startswith((".", "_"))]
+            for name in names:
+                path = Path(directory, name)
+                relative = path.relative_to(self._root).as_posix()
+                if is_data_path(relative):
+                    files[relative] = path
         return files
 
     def _remote_objects(self) -> dict[str, ObjectInfo]:

@@ -8,6 +8,7 @@ never half of one. Hidden names are skipped by ``pyarrow.dataset`` and never mat
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import threading
@@ -71,10 +72,23 @@ def atomic_write(final_path: Path, write: Callable[[Path], None], *, overwrite: 
     return final_path
 
 
+def list_dir(directory: Path, pattern: str = "*") -> list[Path]:
+    """Entries of ``directory`` matching ``pattern``, sorted; [] if the directory does not exist (any more).
+
+    ``Path.glob`` checks the directory and then scans it; a directory removed in between (a concurrent delete
+    cleaning up empty partitions) makes it raise. Listings of the lake must tolerate that.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(directory / e.name for e in entries if fnmatch.fnmatchcase(e.name, pattern))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def remove_stale_temp_files(final_path: Path) -> int:
     """Delete temporaries left beside ``final_path`` by writers that died; call only while holding its lock."""
     removed = 0
-    for stale in final_path.parent.glob(f".{final_path.name}{TEMP_MARKER}*"):
+    for stale in list_dir(final_path.parent, f".{final_path.name}{TEMP_MARKER}*"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
             removed += 1

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from marketpipe.domain.errors import DataValidationError, InvalidInputError, StorageError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, next_month, validate_identifier
+from marketpipe.infrastructure.storage.atomic import list_dir
 
 PARQUET_SUFFIX = ".parquet"
 LOCKS_DIR = "_locks"
@@ -167,23 +168,23 @@ def iter_lake_files(
 
     Directories that do not parse as partitions (not ours) are skipped.
     """
-    frame_dirs = [root / f"frame={Interval(frame)}"] if frame else sorted(root.glob("frame=*"))
+    frame_dirs = [root / f"frame={Interval(frame)}"] if frame else list_dir(root, "frame=*")
     symbol_glob = f"symbol={Symbol(symbol)}" if symbol else "symbol=*"
     for frame_dir in frame_dirs:
         try:
             frame_value = Interval(hive_value(frame_dir, "frame") or "")
         except ValueError:
             continue
-        for symbol_dir in sorted(frame_dir.glob(symbol_glob)):
+        for symbol_dir in list_dir(frame_dir, symbol_glob):
             try:
                 symbol_value = Symbol(hive_value(symbol_dir, "symbol") or "")
             except ValueError:
                 continue
-            for period_dir in sorted(symbol_dir.glob("date=*")):
+            for period_dir in list_dir(symbol_dir, "date=*"):
                 parsed = parse_period(hive_value(period_dir, "date") or "")
                 if parsed is None or (granularity is not None and parsed[1] is not granularity):
                     continue
-                for path in sorted(period_dir.glob(f"*{PARQUET_SUFFIX}")):
+                for path in list_dir(period_dir, f"*{PARQUET_SUFFIX}"):
                     if path.name.startswith((".", "_")):
                         continue
                     key = PartitionKey(
