@@ -8,9 +8,10 @@ import pandas as pd
 import pyarrow.feather as feather
 import pytest
 
-from marketpipe.application.quality import build_quality_report, expected_grid
+from marketpipe.application.quality import build_quality_report
 from marketpipe.application.sample_data import random_walk_bars
 from marketpipe.domain import Interval
+from marketpipe.domain.bar_grid import expected_grid
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
 from marketpipe.infrastructure.storage import Lake, ParquetStorageEngine
 

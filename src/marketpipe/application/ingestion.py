@@ -15,7 +15,6 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Protocol
@@ -309,8 +308,3 @@ def _in_range(archive: ArchiveFile, request: IngestionRequest) -> bool:
     if archive.granularity is Granularity.MONTHLY:
         return True
     return request.start <= archive.period <= request.end
-
-
-def describe(results: Sequence[UnitResult]) -> dict[str, int]:
-    """Counts of results by status."""
-    return dict(Counter(r.status.value for r in results))

@@ -90,8 +90,9 @@ class LakeSync:
             else:
                 plan.actions.append(SyncAction(SyncKind.UPLOAD, relative, size))
         if delete:
-            plan.actions += [SyncAction(SyncKind.DELETE_REMOTE, r, o.size) for r, o in sorted(remote.items())
-                             if r not in local]
+            plan.actions += [
+                SyncAction(SyncKind.DELETE_REMOTE, r, o.size) for r, o in sorted(remote.items()) if r not in local
+            ]
         return plan
 
     def plan_pull(self, *, delete: bool = False) -> SyncPlan:
@@ -104,8 +105,11 @@ class LakeSync:
             else:
                 plan.actions.append(SyncAction(SyncKind.DOWNLOAD, relative, remote_object.size))
         if delete:
-            plan.actions += [SyncAction(SyncKind.DELETE_LOCAL, r, p.stat().st_size) for r, p in sorted(local.items())
-                             if r not in remote]
+            plan.actions += [
+                SyncAction(SyncKind.DELETE_LOCAL, r, p.stat().st_size)
+                for r, p in sorted(local.items())
+                if r not in remote
+            ]
         return plan
 
     def execute(self, plan: SyncPlan, on_done: Callable[[SyncAction], None] | None = None) -> SyncReport:
@@ -158,7 +162,7 @@ class LakeSync:
     def _remote_objects(self) -> dict[str, ObjectInfo]:
         objects = {}
         for info in self._client.iter_objects(self._prefix):
-            relative = info.key[len(self._prefix):]
+            relative = info.key[len(self._prefix) :]
             if is_data_path(relative):
                 objects[relative] = info
             else:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN
-from marketpipe.domain.errors import InvalidInputError
+from marketpipe.domain.bar_grid import expected_grid
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, ns_to_datetime
 from marketpipe.infrastructure.storage.lake import Lake
 
@@ -70,29 +70,6 @@ class QualityReport:
             coverage=self.coverage,
         )
         return data
-
-
-def expected_grid(interval: Interval, start: datetime | date, end: datetime | date) -> np.ndarray:
-    """Open times (epoch ns) of every bar of ``interval`` in ``[start, end)``, aligned like Binance's klines."""
-    start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
-    if end_ns < start_ns:
-        raise InvalidInputError(f"end {end} precedes start {start}")
-    if interval.is_calendar_month:
-        months = np.arange(
-            np.datetime64(ns_to_datetime(start_ns).replace(tzinfo=None), "M"),
-            np.datetime64(ns_to_datetime(end_ns).replace(tzinfo=None), "M") + 1,
-            interval.count,
-        )
-        grid = months.astype("datetime64[ns]").astype("int64")
-        return grid[(grid >= start_ns) & (grid < end_ns)]
-    step = interval.nanoseconds
-    offset = 4 * 86_400 * 10**9 if interval.unit == "w" else 0  # weeks start on Monday (1970-01-05)
-    first = (
-        -((offset - start_ns) // step) * step + offset
-        if start_ns > offset
-        else offset - ((offset - start_ns) // step) * step
-    )
-    return np.arange(first, end_ns, step, dtype=np.int64)
 
 
 def build_quality_report(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.domain.bar_frame import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP_COLUMN, VOLUME_COLUMN
+from marketpipe.domain.bar_grid import WEEK_ORIGIN_NS, origin_ns
 from marketpipe.domain.errors import InvalidInputError
 from marketpipe.domain.value_objects import Interval
 
@@ -18,7 +19,6 @@ TARGET_INTERVALS = ("3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h
 SUMMED_COLUMNS = ("trade_count", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
 
 _NS_PER_DAY = 86_400 * 1_000_000_000
-_WEEK_OFFSET_NS = 4 * _NS_PER_DAY  # 1970-01-01 was a Thursday; 1970-01-05 was the first Monday
 
 
 def _check_intervals(source: str, target: str) -> tuple[Interval, Interval]:
@@ -36,7 +36,7 @@ def _check_intervals(source: str, target: str) -> tuple[Interval, Interval]:
         raise InvalidInputError(f"Cannot resample {src} to {tgt}: the target must be longer than the source")
     if tgt.seconds % src.seconds:
         raise InvalidInputError(f"Cannot resample {src} to {tgt}: {tgt} is not a whole multiple of {src}")
-    if tgt.unit == "w" and _WEEK_OFFSET_NS % src.nanoseconds:
+    if tgt.unit == "w" and WEEK_ORIGIN_NS % src.nanoseconds:
         raise InvalidInputError(f"Cannot resample {src} to {tgt}: {src} bars do not line up with Monday 00:00 UTC")
     return src, tgt
 
@@ -49,7 +49,7 @@ def _buckets(ts: np.ndarray, src: Interval, tgt: Interval) -> tuple[np.ndarray, 
         end = (month + 1).astype("datetime64[ns]").astype(np.int64)
         return start, (end - start) // src.nanoseconds
     width = tgt.nanoseconds
-    offset = _WEEK_OFFSET_NS if tgt.unit == "w" else 0
+    offset = origin_ns(tgt)
     start = (ts - offset) // width * width + offset
     return start, np.full(len(ts), width // src.nanoseconds, dtype=np.int64)
 

@@ -181,3 +181,14 @@ def split_market_data(
         bars_frame = group.drop(columns=["symbol", "interval"]).sort_values(TIMESTAMP_COLUMN, kind="stable")
         groups[key] = pd.concat([groups[key], bars_frame]) if key in groups else bars_frame
     return {key: value.reset_index(drop=True) for key, value in groups.items()}
+
+
+def timestamps_as_utc(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mark naive datetime columns (UTC by convention) as UTC and convert aware ones to UTC, in place."""
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if pd.api.types.is_datetime64_dtype(dtype):
+            frame[column] = frame[column].dt.tz_localize("UTC")
+        elif isinstance(dtype, pd.DatetimeTZDtype):
+            frame[column] = frame[column].dt.tz_convert("UTC")
+    return frame

@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from marketpipe.application.sample_data import random_walk_bars
+from marketpipe.domain.bar_grid import expected_grid
 from marketpipe.domain.errors import InvalidInputError
-from marketpipe.domain.value_objects import Interval, datetime_to_ns, ns_to_datetime
+from marketpipe.domain.value_objects import Interval, datetime_to_ns, next_month, ns_to_datetime
 from marketpipe.infrastructure.data.binance_layout import ArchiveFile, Granularity, Market, checksum_line
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ FUTURES_HEADER = (
 )
 MICROSECONDS_FROM = date(2025, 1, 1)  # Binance's spot archives switched to microsecond timestamps from 2025 on
 _UNIT_NS = {"ms": 1_000_000, "us": 1_000}
-_WEEK_ORIGIN_NS = 4 * 86_400 * 1_000_000_000  # Monday 1970-01-05: Binance's weekly klines open on Mondays
 _FAST_LIMIT = 9e7  # below this, rint(x * 1e8) is an exact integer in float64
 
 
@@ -148,11 +148,6 @@ def write_archive(
     return zip_path
 
 
-def _month_after(day: date, months: int = 1) -> date:
-    index = day.year * 12 + day.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
 def _series(symbol: str, interval: Interval, start: date, end: date, seed: int) -> pd.DataFrame:
     """One continuous random walk for ``symbol``/``interval`` covering ``[start, end)``."""
     symbol_key = zlib.crc32(symbol.encode())
@@ -160,20 +155,10 @@ def _series(symbol: str, interval: Interval, start: date, end: date, seed: int) 
     walk_seed = int(
         np.random.SeedSequence([seed, symbol_key, zlib.crc32(interval.value.encode())]).generate_state(1)[0]
     )
-    start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
-    if interval.is_calendar_month:
-        months = np.arange(np.datetime64(start, "M"), np.datetime64(end, "M") + 1)
-        ts = months.astype("datetime64[ns]").astype(np.int64)
-        ts = ts[(ts >= start_ns) & (ts < end_ns)]
-        step_seconds = 30 * 86_400
-    else:
-        step = interval.nanoseconds
-        origin = _WEEK_ORIGIN_NS if interval.unit == "w" else 0
-        first_ns = origin + -(-(start_ns - origin) // step) * step
-        ts = np.arange(first_ns, end_ns, step, dtype=np.int64)
-        step_seconds = interval.seconds
+    ts = expected_grid(interval, start, end)
+    step_seconds = 30 * 86_400 if interval.is_calendar_month else interval.seconds
     if len(ts) == 0:
-        return random_walk_bars(ns_to_datetime(start_ns), 0, interval="1d")
+        return random_walk_bars(start, 0, interval="1d")
     volatility = 0.0008 * math.sqrt(step_seconds / 60)
     bars = random_walk_bars(
         ns_to_datetime(int(ts[0])),
@@ -207,10 +192,10 @@ def build_mirror(
     if end < start:
         raise InvalidInputError(f"end {end} precedes start {start}")
     periods: list[tuple[Granularity, date, date]] = []
-    month = start if start.day == 1 else _month_after(start)
-    while _month_after(month) <= end and (daily_from is None or _month_after(month) <= daily_from):
-        periods.append((Granularity.MONTHLY, month, _month_after(month)))
-        month = _month_after(month)
+    month = start if start.day == 1 else next_month(start)
+    while next_month(month) <= end and (daily_from is None or next_month(month) <= daily_from):
+        periods.append((Granularity.MONTHLY, month, next_month(month)))
+        month = next_month(month)
     if daily_from is not None:
         day = max(start, daily_from)
         while day < end:

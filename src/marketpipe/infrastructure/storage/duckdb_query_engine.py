@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from marketpipe.domain.bar_frame import timestamps_as_utc
 from marketpipe.domain.errors import InvalidInputError, StorageError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, to_utc
 from marketpipe.infrastructure.storage.lake_layout import HIVE_KEYS, iter_lake_files
@@ -118,7 +119,7 @@ class DuckDBQueryEngine:
         frame = self._run(self._con, query, {"source": source, **params})
         if not frame["__order"].is_monotonic_increasing:
             frame = frame.sort_values("__order", kind="stable", ignore_index=True)
-        return _utc(frame.drop(columns="__order"))
+        return timestamps_as_utc(frame.drop(columns="__order"))
 
     def aggregate(
         self,
@@ -157,7 +158,7 @@ class DuckDBQueryEngine:
         select = ", ".join([*(f"{expr} AS {quote_identifier(alias)}" for expr, alias in keys), *measures])
         group = f"GROUP BY {key_list} ORDER BY {key_list}" if keys else ""
         query = f"SELECT {select} FROM read_parquet($source) {where} {group}"
-        return _utc(self._run(self._con, query, {"source": source, **params}))
+        return timestamps_as_utc(self._run(self._con, query, {"source": source, **params}))
 
     def query_remote_parquet(
         self,
@@ -179,7 +180,7 @@ class DuckDBQueryEngine:
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run one read-only query (SELECT, WITH, DESCRIBE, SUMMARIZE, EXPLAIN) over the ``bars`` view."""
         check_read_only(query)
-        return _utc(self._run(self._lake_connection(), query, params))
+        return timestamps_as_utc(self._run(self._lake_connection(), query, params))
 
     def explain_analyze(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> str:
         """DuckDB's EXPLAIN ANALYZE of a read-only query over the lake (row groups scanned, files read...)."""
@@ -216,7 +217,7 @@ class DuckDBQueryEngine:
                    count(*) FILTER (WHERE delta = 0) AS duplicates
             FROM d GROUP BY frame, symbol ORDER BY frame, symbol
         """
-        return _utc(self._run(self._lake_connection(), query, params))
+        return timestamps_as_utc(self._run(self._lake_connection(), query, params))
 
     def refresh(self) -> None:
         """Re-create the ``bars`` view (picks up a lake that was empty when the engine started)."""
@@ -364,14 +365,6 @@ def _time_predicate(
     if start is not None and end is not None and params["end"] < params["start"]:
         raise InvalidInputError(f"end {end} precedes start {start}")
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
-
-
-def _utc(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mark naive timestamp columns (DuckDB TIMESTAMP_NS holding UTC) as UTC."""
-    for column in frame.columns:
-        if pd.api.types.is_datetime64_dtype(frame[column].dtype):
-            frame[column] = frame[column].dt.tz_localize("UTC")
-    return frame
 
 
 def _lake_has_files(root: Path) -> bool:

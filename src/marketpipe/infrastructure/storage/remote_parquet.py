@@ -43,6 +43,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from marketpipe.config import redact_url
+from marketpipe.domain.bar_frame import timestamps_as_utc
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError, StorageError
 from marketpipe.domain.value_objects import datetime_to_ns, to_utc
 from marketpipe.infrastructure.storage.lake_layout import HIVE_KEYS
@@ -181,7 +182,7 @@ def query_remote_parquet(
             data[name] = order.cast(pa.timestamp("ns", tz="UTC")).to_pandas()
         else:
             data[name] = table.column(name).to_pandas()
-    return _utc(pd.DataFrame(data, columns=names))
+    return timestamps_as_utc(pd.DataFrame(data, columns=names))
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -402,14 +403,3 @@ def scrub(text: str, location: str, secrets: Sequence[str] = ()) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
-
-
-def _utc(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mark naive timestamp columns as UTC and convert aware ones to UTC (as DuckDBQueryEngine returns them)."""
-    for column in frame.columns:
-        dtype = frame[column].dtype
-        if pd.api.types.is_datetime64_dtype(dtype):
-            frame[column] = frame[column].dt.tz_localize("UTC")
-        elif isinstance(dtype, pd.DatetimeTZDtype):
-            frame[column] = frame[column].dt.tz_convert("UTC")
-    return frame
