@@ -37,7 +37,7 @@ from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.data.binance_layout import KLINE_COLUMNS
 from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
-from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+from marketpipe.infrastructure.repositories.sql_ingestion import SqliteIngestionRepository
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: temporary lakes, bar frames, and a private PostgreSQL database per test session."""
+"""Shared fixtures: temporary lakes, bar frames, private PostgreSQL databases, both SQL backends."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import pandas as pd
 import pytest
 
 from marketpipe.application.sample_data import random_walk_bars
+from marketpipe.infrastructure.database.postgres_database import PostgresDatabase
+from marketpipe.infrastructure.database.sql_database import SqlDatabase
+from marketpipe.infrastructure.database.sqlite_database import SqliteDatabase
 from marketpipe.infrastructure.storage import ParquetStorageEngine
 
 # S3 fixtures (moto server, buckets, an independent boto3 client); "integration" resolves because pytest puts
@@ -71,6 +74,35 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A new, empty database for one test, dropped (connections forced out) afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"marketpipe_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{postgres_admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDatabase]:
+    """The same test against both backends: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        database: SqlDatabase = SqliteDatabase(tmp_path / "db" / "marketpipe.db")
+    else:
+        database = PostgresDatabase(request.getfixturevalue("fresh_postgres_url"))
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ setting                environment variable    default
 data_dir               MARKETPIPE_DATA_DIR     ``./data``
 db_url                 MARKETPIPE_DB_URL       ``sqlite:///{data_dir}/db/marketpipe.db``
 log_level              MARKETPIPE_LOG_LEVEL    ``WARNING``
+hot_days               MARKETPIPE_HOT_DAYS     ``30`` (bars newer than this stay in the hot store)
 =====================  ======================  ==============================================
 """
 
@@ -24,6 +25,8 @@ from marketpipe.domain.errors import InvalidInputError
 ENV_DATA_DIR = "MARKETPIPE_DATA_DIR"
 ENV_DB_URL = "MARKETPIPE_DB_URL"
 ENV_LOG_LEVEL = "MARKETPIPE_LOG_LEVEL"
+ENV_HOT_DAYS = "MARKETPIPE_HOT_DAYS"
+DEFAULT_HOT_DAYS = 30
 DEFAULT_DATA_DIR = Path("data")
 SQLITE_PREFIX = "sqlite:///"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -36,6 +39,7 @@ class Settings:
     data_dir: Path
     db_url: str
     log_level: str = "WARNING"
+    hot_days: int = DEFAULT_HOT_DAYS
 
     @classmethod
     def from_env(
@@ -52,7 +56,10 @@ class Settings:
         log_level = env.get(ENV_LOG_LEVEL, "WARNING").strip().upper()
         if log_level not in LOG_LEVELS:
             raise InvalidInputError(f"{ENV_LOG_LEVEL}={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-        return cls(data_dir=resolved_dir, db_url=resolved_url, log_level=log_level)
+        hot_days = env.get(ENV_HOT_DAYS, str(DEFAULT_HOT_DAYS)).strip()
+        if not hot_days.isdigit():
+            raise InvalidInputError(f"{ENV_HOT_DAYS}={hot_days!r} is not a whole number of days >= 0")
+        return cls(data_dir=resolved_dir, db_url=resolved_url, log_level=log_level, hot_days=int(hot_days))
 
     @property
     def lake_dir(self) -> Path:
@@ -76,7 +83,7 @@ class Settings:
     def __repr__(self) -> str:
         return (
             f"Settings(data_dir={str(self.data_dir)!r}, db_url={redact_url(self.db_url)!r}, "
-            f"log_level={self.log_level!r})"
+            f"log_level={self.log_level!r}, hot_days={self.hot_days})"
         )
 
 

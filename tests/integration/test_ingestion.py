@@ -23,7 +23,7 @@ from marketpipe.infrastructure.data.archive_server import ArchiveServer, Fault
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
-from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+from marketpipe.infrastructure.repositories.sql_ingestion import SqliteIngestionRepository
 from marketpipe.infrastructure.storage import Lake
 
 TODAY = date(2025, 2, 4)
@@ -137,7 +137,7 @@ RUN_SCRIPT = textwrap.dedent(
     from marketpipe.infrastructure.data.binance_client import BinanceDataClient
     from marketpipe.infrastructure.events import InMemoryEventPublisher
     from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
-    from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+    from marketpipe.infrastructure.repositories.sql_ingestion import SqliteIngestionRepository
     base_url, data = sys.argv[1], Path(sys.argv[2])
     client = BinanceDataClient(base_url, cache_dir=data / "cache", today=lambda: date(2025, 2, 4), backoff=0.01)
     service = IngestionService(client, ParquetMarketDataRepository(data / "lake"),

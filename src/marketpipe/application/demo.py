@@ -21,9 +21,10 @@ from marketpipe.config import Settings
 from marketpipe.infrastructure.data.archive_mirror import build_mirror
 from marketpipe.infrastructure.data.archive_server import ArchiveServer
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
+from marketpipe.infrastructure.database.factory import open_database
 from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
-from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+from marketpipe.infrastructure.repositories.sql_ingestion import SqlIngestionRepository
 from marketpipe.infrastructure.storage import DuckDBQueryEngine, Lake
 
 DEMO_SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -53,6 +54,7 @@ async def run_demo(settings: Settings, *, listener: ProgressListener | None = No
     publisher.register_handler("*", lambda event: events.append(event.event_type))
     lake = Lake(settings.lake_dir)
     with (
+        open_database(settings.db_url) as database,
         ArchiveServer(mirror) as server,
         BinanceDataClient(
             server.base_url, cache_dir=settings.cache_dir / "binance", today=lambda: DEMO_TODAY, backoff=0.05
@@ -61,7 +63,7 @@ async def run_demo(settings: Settings, *, listener: ProgressListener | None = No
         service = IngestionService(
             client,
             ParquetMarketDataRepository(lake.root),
-            SqliteIngestionRepository(settings.sqlite_path),
+            SqlIngestionRepository(database),
             publisher,
         )
         request = IngestionRequest(

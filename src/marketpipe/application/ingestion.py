@@ -16,22 +16,22 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from marketpipe.config import redact_url
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError, NotPublishedError
 from marketpipe.domain.events import IngestionCompleted, IngestionFailed, IngestionStarted, ValidationFailed
 from marketpipe.domain.ingestion import ArchiveCheckpoint, IngestionJob, JobStatus, UnitStatus
-from marketpipe.domain.repositories import IEventPublisher, IIngestionRepository
+from marketpipe.domain.repositories import IEventPublisher, IIngestionRepository, IMarketDataRepository
 from marketpipe.domain.value_objects import Symbol, next_month
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.data.binance_layout import ArchiveFile, Granularity, binance_interval
-from marketpipe.infrastructure.repositories.parquet_repository import ParquetMarketDataRepository
 
 log = logging.getLogger(__name__)
 
 SOURCE = "binance"  # job ids and records; checkpoints are keyed by the client's source_key (server-specific)
+DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,20 @@ class IngestionService:
     def __init__(
         self,
         client: BinanceDataClient,
-        warm: ParquetMarketDataRepository,
+        target: IMarketDataRepository,
         jobs: IIngestionRepository,
         publisher: IEventPublisher,
+        *,
+        destination: str = "lake",
     ) -> None:
+        """``target`` stores the bars: the lake's ParquetMarketDataRepository, or a HybridMarketDataRepository
+        (``destination="hot"``: recent bars to the hot store). Checkpoints are kept per destination, so loading
+        into the hot store does not skip months an earlier run put in the lake."""
         self._client = client
-        self._warm = warm
+        self._target = target
         self._jobs = jobs
         self._publisher = publisher
+        self._checkpoint_source = client.source_key if destination == "lake" else f"{client.source_key}>{destination}"
 
     async def run(self, request: IngestionRequest, listener: ProgressListener | None = None) -> IngestionReport:
         listener = listener or _Silent()
@@ -189,7 +195,7 @@ class IngestionService:
             return [], []
         first = archives[0]
         done = await self._jobs.get_checkpoints(
-            self._client.source_key, first.market.value, first.symbol.value, first.interval.value
+            self._checkpoint_source, first.market.value, first.symbol.value, first.interval.value
         )
         todo, skipped = [], []
         for archive in archives:
@@ -223,17 +229,17 @@ class IngestionService:
         return results
 
     def _still_stored(self, archive: ArchiveFile) -> bool:
-        """Whether the month partition an archive was written to is still in the lake."""
+        """Whether the target still holds bars of the archive's period (it may have been deleted since)."""
         symbol = archive.market.lake_symbol(archive.symbol.value)
-        month = archive.period
-        return self._warm.manager.get_partition_path(symbol, archive.interval.value, month.year, month.month).exists()
+        end = next_month(archive.period) if archive.granularity is Granularity.MONTHLY else archive.period + DAY
+        return self._target.exists(symbol, archive.interval.value, archive.period, end)
 
     def _ingest_archive(self, archive: ArchiveFile) -> UnitResult:
         """Download, verify, parse, validate and store one archive (runs in a worker thread)."""
         try:
             bars, fetched = self._client.read_archive(archive)
             symbol = archive.market.lake_symbol(archive.symbol.value)
-            rows = self._warm.save(bars, symbol=symbol, interval=archive.interval.value)
+            rows = self._target.save(bars, symbol=symbol, interval=archive.interval.value)
         except NotPublishedError as exc:
             return UnitResult(archive, UnitStatus.MISSING, error=str(exc))
         except (MarketPipeError, OSError) as exc:
@@ -252,7 +258,7 @@ class IngestionService:
         if result.status in (UnitStatus.WRITTEN, UnitStatus.MISSING):
             await self._jobs.record_checkpoint(
                 ArchiveCheckpoint(
-                    self._client.source_key,
+                    self._checkpoint_source,
                     a.market.value,
                     a.symbol.value,
                     a.interval.value,

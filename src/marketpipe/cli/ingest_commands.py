@@ -23,9 +23,11 @@ from marketpipe.config import Settings
 from marketpipe.domain.ingestion import IngestionJob, JobStatus, UnitStatus
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.data.binance_layout import Market
+from marketpipe.infrastructure.database.factory import open_database
+from marketpipe.infrastructure.database.sql_database import SqlDatabase
 from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
-from marketpipe.infrastructure.repositories.sqlite_ingestion import SqliteIngestionRepository
+from marketpipe.infrastructure.repositories.sql_ingestion import SqlIngestionRepository
 
 ingest_app = typer.Typer(help="Fill the lake from a market-data source.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
@@ -55,26 +57,29 @@ class RichProgress:
             self._progress.console.print(f"[red]failed[/red] {result.error}", highlight=False)
 
 
-def build_service(settings: Settings, client: BinanceDataClient) -> IngestionService:
+def build_service(settings: Settings, client: BinanceDataClient, database: SqlDatabase) -> IngestionService:
     return IngestionService(
         client,
         ParquetMarketDataRepository(settings.lake_dir),
-        SqliteIngestionRepository(settings.sqlite_path),
+        SqlIngestionRepository(database),
         InMemoryEventPublisher(),
     )
 
 
 def run_ingestion(settings: Settings, request: IngestionRequest, client: BinanceDataClient) -> IngestionReport:
     """Run with progress bars and print the summary table."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        report = asyncio.run(build_service(settings, client).run(request, RichProgress(progress)))
+    with (
+        open_database(settings.db_url) as database,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress,
+    ):
+        report = asyncio.run(build_service(settings, client, database).run(request, RichProgress(progress)))
     console.print(summary_table(report))
     return report
 
@@ -136,9 +141,11 @@ def jobs(
     job_id: Annotated[str | None, typer.Option("--job", help="Show one job in full (JSON).")] = None,
 ) -> None:
     """Recent ingestion jobs: status, counts and errors. A job whose process died shows as interrupted."""
-    repository = SqliteIngestionRepository(settings_of(ctx).sqlite_path)
+    with open_database(settings_of(ctx).db_url) as database:
+        repository = SqlIngestionRepository(database)
+        job = asyncio.run(repository.get_job(job_id)) if job_id is not None else None
+        recent = asyncio.run(repository.list_jobs(limit)) if job_id is None else []
     if job_id is not None:
-        job = asyncio.run(repository.get_job(job_id))
         if job is None:
             raise typer.BadParameter(f"no job {job_id!r}", param_hint="--job")
         console.print_json(json.dumps(_job_dict(_with_liveness(job)), default=str))
@@ -146,7 +153,7 @@ def jobs(
     table = Table(title="Ingestion jobs")
     for column in ("job", "status", "started (UTC)", "written", "skipped", "missing", "failed", "rows", "errors"):
         table.add_column(column)
-    for job in map(_with_liveness, asyncio.run(repository.list_jobs(limit))):
+    for job in map(_with_liveness, recent):
         c = job.counts
         table.add_row(
             job.job_id,

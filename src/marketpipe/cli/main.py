@@ -18,6 +18,7 @@ from marketpipe.cli import (  # noqa: F401 - importing registers the commands
     analysis_commands,
     cloud_commands,
     demo_command,
+    hot_commands,
     ingest_commands,
     lake_commands,
 )

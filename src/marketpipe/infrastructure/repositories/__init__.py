@@ -1,17 +1,39 @@
-"""Repositories: SQLite implementations of the domain interfaces and the Parquet market-data repository."""
+"""Repositories: SQL implementations of the domain interfaces (SQLite or PostgreSQL) and the Parquet repository."""
 
+from marketpipe.infrastructure.database.postgres_database import PostgresDatabase
+from marketpipe.infrastructure.database.sqlite_database import SqliteDatabase
 from marketpipe.infrastructure.repositories.parquet_repository import ParquetMarketDataRepository
-from marketpipe.infrastructure.repositories.sqlite_database import SqliteDatabase
-from marketpipe.infrastructure.repositories.sqlite_domain import (
+from marketpipe.infrastructure.repositories.sql_domain import (
+    PostgresCheckpointRepository,
+    PostgresOHLCVRepository,
+    PostgresSymbolBarsRepository,
+    SqlCheckpointRepository,
     SqliteCheckpointRepository,
     SqliteOHLCVRepository,
     SqliteSymbolBarsRepository,
+    SqlOHLCVRepository,
+    SqlSymbolBarsRepository,
+)
+from marketpipe.infrastructure.repositories.sql_ingestion import (
+    PostgresIngestionRepository,
+    SqlIngestionRepository,
+    SqliteIngestionRepository,
 )
 
 __all__ = [
     "ParquetMarketDataRepository",
+    "PostgresCheckpointRepository",
+    "PostgresDatabase",
+    "PostgresIngestionRepository",
+    "PostgresOHLCVRepository",
+    "PostgresSymbolBarsRepository",
+    "SqlCheckpointRepository",
+    "SqlIngestionRepository",
+    "SqlOHLCVRepository",
+    "SqlSymbolBarsRepository",
     "SqliteCheckpointRepository",
     "SqliteDatabase",
+    "SqliteIngestionRepository",
     "SqliteOHLCVRepository",
     "SqliteSymbolBarsRepository",
 ]

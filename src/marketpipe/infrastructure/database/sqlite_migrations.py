@@ -1,4 +1,4 @@
-"""Versioned schema of the SQLite state database. Append new migrations; never edit an applied one.
+"""Versioned schema of the SQLite database (state + hot store). Append new migrations; never edit an applied one.
 
 Migrations create their tables without ``IF NOT EXISTS``: a database holding same-named tables of another
 schema (seed 000's original ``ohlcv_bars``, say) fails loudly instead of being marked migrated.
@@ -79,6 +79,42 @@ MIGRATIONS.append(
             updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
             PRIMARY KEY (source, market, symbol, interval, period)
         );
+        """,
+    )
+)
+
+MIGRATIONS.append(
+    (
+        3,
+        "hot store: recent bars and regime classifications",
+        """
+        CREATE TABLE market_data (
+            symbol TEXT NOT NULL,
+            interval TEXT NOT NULL,
+            timestamp INTEGER NOT NULL,
+            open REAL NOT NULL,
+            high REAL NOT NULL,
+            low REAL NOT NULL,
+            close REAL NOT NULL,
+            volume REAL NOT NULL,
+            trade_count INTEGER,
+            quote_volume REAL,
+            taker_buy_base_volume REAL,
+            taker_buy_quote_volume REAL,
+            vwap REAL,
+            updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (symbol, interval, timestamp)
+        ) WITHOUT ROWID;
+        CREATE TABLE regime_classifications (
+            symbol TEXT NOT NULL,
+            interval TEXT NOT NULL,
+            timestamp INTEGER NOT NULL,
+            regime INTEGER NOT NULL,
+            probabilities TEXT NOT NULL,
+            features TEXT,
+            created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (symbol, interval, timestamp)
+        ) WITHOUT ROWID;
         """,
     )
 )

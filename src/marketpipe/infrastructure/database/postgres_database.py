@@ -1,0 +1,164 @@
+"""The PostgreSQL database (production, and Supabase): a psycopg 3 connection pool and a versioned schema."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from marketpipe.config import redact_url
+from marketpipe.domain.errors import InvalidInputError, RepositoryError
+from marketpipe.infrastructure.database.postgres_migrations import MIGRATIONS
+from marketpipe.infrastructure.database.sql_database import Row, SqlDatabase, SqlSession
+
+MIGRATION_LOCK_ID = 0x6D61726B6574  # pg_advisory_xact_lock key: "market"
+DEFAULT_POOL_SIZE = 8
+CONNECT_TIMEOUT_S = 10
+
+
+def to_pyformat(sql: str) -> str:
+    """Portable ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` is doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresSession(SqlSession):
+    """A pooled connection inside a transaction; :attr:`connection` gives COPY and other psycopg features."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.connection.cursor() as cursor:
+            cursor.execute(to_pyformat(sql), params)
+            return cursor.rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(to_pyformat(sql), rows)
+
+    def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        with self.connection.cursor() as cursor:
+            return cursor.execute(to_pyformat(sql), params).fetchone()
+
+    def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.connection.cursor() as cursor:
+            return cursor.execute(to_pyformat(sql), params).fetchall()
+
+
+class PostgresDatabase(SqlDatabase):
+    """A PostgreSQL database reached through a connection pool (opened on first use, schema migrated then).
+
+    ``url`` is a libpq URL (``postgresql://user:password@host:5432/db``); a Supabase project's connection string
+    works as is. ``password`` is used when the URL carries none (so the URL can be logged or kept in config while
+    the secret comes from the environment). Prepared statements are off, so PgBouncer/Supavisor in transaction
+    mode (Supabase's port 6543) works. Migrations run in one transaction under an advisory lock: concurrent
+    processes apply each exactly once.
+
+    Examples:
+        >>> db = PostgresDatabase("postgresql://postgres@127.0.0.1:5432/marketpipe")  # doctest: +SKIP
+        >>> with db.transaction() as session:  # doctest: +SKIP
+        ...     session.fetch_one("SELECT COUNT(*) FROM market_data")
+    """
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("postgresql", "postgres"):
+            hint = (
+                " For Supabase, use the project's PostgreSQL connection string (Dashboard > Connect), "
+                "not its https:// API URL."
+                if scheme in ("http", "https")
+                else ""
+            )
+            raise InvalidInputError(f"Not a PostgreSQL URL: {redact_url(url)!r}.{hint}")
+        if pool_size < 1:
+            raise InvalidInputError(f"pool_size must be >= 1, got {pool_size}")
+        self.url = url
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": None,
+            "connect_timeout": max(1, round(connect_timeout)),
+            "application_name": "marketpipe",
+        }
+        if password is not None and urlsplit(url).password is None:
+            self._connect_kwargs["password"] = password
+        self._pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+    @contextmanager
+    def transaction(self, *, readonly: bool = False) -> Iterator[SqlSession]:
+        pool = self._open_pool()
+        with pool.connection() as connection, connection.transaction():
+            yield PostgresSession(connection)
+
+    def schema_version(self) -> int:
+        with self.transaction(readonly=True) as session:
+            row = session.fetch_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def _open_pool(self) -> ConnectionPool:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._pool is None:
+                self._migrate()
+                pool = ConnectionPool(
+                    self.url,
+                    kwargs=self._connect_kwargs,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    open=False,
+                    name="marketpipe",
+                )
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    def _migrate(self) -> None:
+        """Connect once directly (a clear error if the server is unreachable) and apply pending migrations."""
+        try:
+            connection = psycopg.connect(self.url, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise RepositoryError(f"Cannot connect to PostgreSQL at {self.describe()}: {exc}".rstrip()) from exc
+        try:
+            with connection, connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, description text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                applied = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+                for version, description, script in MIGRATIONS:
+                    if version not in applied:
+                        connection.execute(script)
+                        connection.execute(
+                            "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                            (version, description),
+                        )
+        except psycopg.Error as exc:
+            raise RepositoryError(f"Cannot migrate PostgreSQL database {self.describe()}: {exc}".rstrip()) from exc
