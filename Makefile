@@ -22,6 +22,7 @@ reliability:
 bench:
 	$(PY) benchmarks/query_speedups.py
 	$(PY) benchmarks/ingest_throughput.py
+	$(PY) benchmarks/hot_store_insert.py
 
 demo:
 	.venv/bin/marketpipe demo

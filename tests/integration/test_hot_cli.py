@@ -1,6 +1,9 @@
 """`marketpipe hot load|status|migrate` and `ingest binance --to hot`, on SQLite and on PostgreSQL."""
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
@@ -10,6 +13,7 @@ from typer.testing import CliRunner
 from marketpipe.application.sample_data import random_walk_bars
 from marketpipe.cli.main import app
 from marketpipe.domain.bar_frame import ns_to_timestamps
+from marketpipe.domain.errors import DataValidationError, InvalidInputError
 from marketpipe.infrastructure.data.archive_mirror import build_mirror
 from marketpipe.infrastructure.data.archive_server import ArchiveServer
 from marketpipe.infrastructure.database.factory import open_hot_store
@@ -33,8 +37,18 @@ def db_url(env) -> str:
 
 
 def invoke(env, *args):
-    result = runner.invoke(app, list(args), env=env)
-    return result
+    return runner.invoke(app, list(args), env=env)
+
+
+def run_cli(*args, env):
+    """The installed entry point in a child process (exit codes and error lines as users see them)."""
+    return subprocess.run(
+        [sys.executable, "-m", "marketpipe.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def bars_csv(tmp_path, first_day: date, days: int, symbol="BTCUSDT"):
@@ -90,20 +104,21 @@ def test_hot_status_on_an_empty_store_and_user_errors(env, tmp_path):
         (["hot", "load", "--from-lake", "BTCUSDT"], "--from-lake needs --interval"),
     ]:
         result = invoke(env, *args)
-        assert result.exit_code == 1, result.output
-        assert message in result.output and "Traceback" not in result.output
+        assert isinstance(result.exception, InvalidInputError), result.output
+        assert message in str(result.exception)
     numeric = tmp_path / "numeric.csv"
     pd.DataFrame({"timestamp": [1, 2], "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}).to_csv(
         numeric, index=False
     )
-    result = invoke(env, "hot", "load", str(numeric), "--symbol", "X", "-i", "1h")
-    assert result.exit_code == 1 and "ISO 8601" in result.output
+    result = run_cli("hot", "load", str(numeric), "--symbol", "X", "-i", "1h", env=env)
+    assert result.returncode == 1 and "ISO 8601" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     bad = tmp_path / "bad.csv"
     pd.DataFrame(
         {"timestamp": ["2024-01-01T00:00:00Z"], "open": 2.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
     ).to_csv(bad, index=False)
     result = invoke(env, "hot", "load", str(bad), "--symbol", "X", "-i", "1h")
-    assert result.exit_code == 1 and "ohlc" in result.output.lower()
+    assert isinstance(result.exception, DataValidationError) and result.exception.rule == "ohlc_invariant"
 
 
 def test_ingest_binance_to_hot_splits_at_the_cutoff_and_keeps_its_own_checkpoints(env, tmp_path):

@@ -12,7 +12,7 @@ import pandas as pd
 
 from marketpipe.config import DEFAULT_HOT_DAYS, Settings
 from marketpipe.domain.errors import InvalidInputError, SchemaError
-from marketpipe.domain.value_objects import Interval, Symbol
+from marketpipe.domain.value_objects import Interval, Symbol, to_utc
 from marketpipe.infrastructure.database.factory import open_hot_store
 from marketpipe.infrastructure.database.hot_store import HotStore
 from marketpipe.infrastructure.repositories.hybrid_repository import (
@@ -112,7 +112,7 @@ class HotStorage:
     ) -> int:
         """Copy a series' bars in ``[start, end)`` (default: from the cutoff on) from the lake into the hot store."""
         warm = self.repository.warm
-        start = start or self.cutoff()
+        start = self.cutoff() if start is None else to_utc(start)
         if end is None:
             newest = warm.latest_timestamp(symbol, interval)
             if newest is None:

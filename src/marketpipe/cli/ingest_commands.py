@@ -8,6 +8,7 @@ import os
 import socket
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,14 +17,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from marketpipe.application.export import export_csv
+from marketpipe.application.hot_storage import HotStorage
 from marketpipe.application.ingestion import IngestionReport, IngestionRequest, IngestionService, UnitResult
 from marketpipe.cli.app import app, console, settings_of
 from marketpipe.cli.lake_commands import format_bytes
 from marketpipe.config import Settings
 from marketpipe.domain.ingestion import IngestionJob, JobStatus, UnitStatus
+from marketpipe.domain.repositories import IMarketDataRepository
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.data.binance_layout import Market
-from marketpipe.infrastructure.database.factory import open_database
+from marketpipe.infrastructure.database.factory import open_database, open_hot_store
 from marketpipe.infrastructure.database.sql_database import SqlDatabase
 from marketpipe.infrastructure.events import InMemoryEventPublisher
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
@@ -57,16 +60,32 @@ class RichProgress:
             self._progress.console.print(f"[red]failed[/red] {result.error}", highlight=False)
 
 
-def build_service(settings: Settings, client: BinanceDataClient, database: SqlDatabase) -> IngestionService:
+class Destination(StrEnum):
+    lake = "lake"
+    hot = "hot"
+
+
+def build_service(
+    settings: Settings, client: BinanceDataClient, database: SqlDatabase, destination: Destination = Destination.lake
+) -> IngestionService:
+    """The ingestion service writing to the lake, or through the hybrid repository (recent bars to the hot store)."""
+    if destination is Destination.hot:
+        target: IMarketDataRepository = HotStorage(
+            open_hot_store(database), settings.lake_dir, settings.hot_days
+        ).repository
+    else:
+        target = ParquetMarketDataRepository(settings.lake_dir)
     return IngestionService(
-        client,
-        ParquetMarketDataRepository(settings.lake_dir),
-        SqlIngestionRepository(database),
-        InMemoryEventPublisher(),
+        client, target, SqlIngestionRepository(database), InMemoryEventPublisher(), destination=destination.value
     )
 
 
-def run_ingestion(settings: Settings, request: IngestionRequest, client: BinanceDataClient) -> IngestionReport:
+def run_ingestion(
+    settings: Settings,
+    request: IngestionRequest,
+    client: BinanceDataClient,
+    destination: Destination = Destination.lake,
+) -> IngestionReport:
     """Run with progress bars and print the summary table."""
     with (
         open_database(settings.db_url) as database,
@@ -79,7 +98,8 @@ def run_ingestion(settings: Settings, request: IngestionRequest, client: Binance
             transient=False,
         ) as progress,
     ):
-        report = asyncio.run(build_service(settings, client, database).run(request, RichProgress(progress)))
+        service = build_service(settings, client, database, destination)
+        report = asyncio.run(service.run(request, RichProgress(progress)))
     console.print(summary_table(report))
     return report
 
@@ -108,7 +128,9 @@ def ingest_binance(
     ctx: typer.Context,
     symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT.")],
     interval: Annotated[list[str], typer.Option("--interval", "-i", help="Kline interval; repeat for several.")],
-    start: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC).")],
+    start: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC); with --to hot, default: cutoff.")
+    ] = None,
     end: Annotated[
         datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day, included (default: yesterday).")
     ] = None,
@@ -118,13 +140,20 @@ def ingest_binance(
     export_csv_path: Annotated[
         Path | None, typer.Option("--export-csv", help="Also write the range as CSV (.gz).")
     ] = None,
+    to: Annotated[
+        Destination, typer.Option("--to", help="lake, or hot: recent bars to the hot store, older to the lake.")
+    ] = Destination.lake,
 ) -> None:
     """Download Binance kline archives, verify their checksums, and store the bars in the lake (resumable)."""
     settings = settings_of(ctx)
-    last = end.date() if end else datetime.now(UTC).date() - timedelta(days=1)
-    request = IngestionRequest(tuple(symbols), tuple(interval), start.date(), last, market.value, workers)
+    today = datetime.now(UTC).date()
+    if start is None and to is Destination.lake:
+        raise typer.BadParameter("required (or --to hot, which starts at the hot store's cutoff)", param_hint="--start")
+    first = start.date() if start else today - timedelta(days=settings.hot_days)
+    last = end.date() if end else today - timedelta(days=1)
+    request = IngestionRequest(tuple(symbols), tuple(interval), first, last, market.value, workers)
     with BinanceDataClient(base_url, market=market, cache_dir=settings.cache_dir / "binance") as client:
-        report = run_ingestion(settings, request, client)
+        report = run_ingestion(settings, request, client, to)
     if export_csv_path is not None:
         rows = export_csv(
             settings.lake_dir, request.symbols, request.intervals, request.start, request.end, export_csv_path

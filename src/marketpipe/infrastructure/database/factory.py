@@ -7,6 +7,8 @@ from marketpipe.infrastructure.database.hot_store import HotStore
 from marketpipe.infrastructure.database.postgres_database import PostgresDatabase
 from marketpipe.infrastructure.database.sql_database import SqlDatabase
 from marketpipe.infrastructure.database.sqlite_database import SqliteDatabase
+from marketpipe.infrastructure.database.sqlite_hot_store import SqliteHotStore
+from marketpipe.infrastructure.database.supabase_client import SupabaseClient
 
 
 def open_database(url: str) -> SqlDatabase:
@@ -19,9 +21,6 @@ def open_database(url: str) -> SqlDatabase:
 
 def open_hot_store(database: SqlDatabase | str) -> HotStore:
     """The hot store on a database (or the database a URL names): PostgreSQL or the embedded SQLite one."""
-    from marketpipe.infrastructure.database.sqlite_hot_store import SqliteHotStore
-    from marketpipe.infrastructure.database.supabase_client import SupabaseClient
-
     db = open_database(database) if isinstance(database, str) else database
     if isinstance(db, PostgresDatabase):
         return SupabaseClient(database=db)

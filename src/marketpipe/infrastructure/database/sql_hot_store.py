@@ -70,8 +70,11 @@ INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+TS, IV = '"timestamp"', '"interval"'  # SQL keywords as column names: always quoted (valid on both dialects)
+
+
 def quoted(column: str) -> str:
-    """``interval`` and ``timestamp`` are SQL keywords: quote every column name (valid on both dialects)."""
+    """A quoted column name."""
     return f'"{column}"'
 
 
@@ -81,9 +84,7 @@ def column_list(columns: Sequence[str], prefix: str = "") -> str:
 
 # The staging table copies the column types of market_data (no constraints): CREATE TEMP TABLE ... AS this.
 STAGE_SELECT = f"SELECT {column_list(STAGE_COLUMNS)} FROM market_data WHERE 1 = 0"
-BARS_SELECT = (
-    f"SELECT {column_list(('timestamp', *VALUE_COLUMNS))} FROM market_data WHERE symbol = ? AND {quoted('interval')} = ?"
-)
+BARS_SELECT = f"SELECT {column_list(('timestamp', *VALUE_COLUMNS))} FROM market_data WHERE symbol = ? AND {IV} = ?"
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,11 @@ class SqlHotStore(HotStore):
     def _timestamp_ns(self, value: Any) -> int:
         """Nanoseconds since the epoch of a stored timestamp value as the driver returns it."""
 
-    def _check_timestamps(self, ts_ns: np.ndarray) -> None:  # noqa: B027 - optional hook
+    def _check_timestamps(self, ts_ns: np.ndarray) -> None:
         """Refuse (DataValidationError) bar timestamps this backend cannot store exactly."""
+
+    def _after_bulk_write(self, rows: int) -> None:
+        """Called after an insert has committed ``rows`` rows (PostgreSQL refreshes planner statistics)."""
 
     def _stage(self, session: SqlSession, batches: Sequence[StagedBars]) -> None:
         """Create the staging table and fill it with ``batches`` (generic: one executemany)."""
@@ -158,7 +162,7 @@ class SqlHotStore(HotStore):
 
     def _fetch_bars(self, session: SqlSession, query: str, params: Sequence[Any]) -> pa.Table:
         """Rows of ``query`` (a :data:`BARS_SELECT` query) as ``ts_ns`` + :data:`VALUE_COLUMNS`, oldest first."""
-        rows = session.fetch_all(f"SELECT * FROM ({query}) q ORDER BY {quoted('timestamp')}", params)
+        rows = session.fetch_all(f"SELECT * FROM ({query}) q ORDER BY {TS}", params)
         columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * (1 + len(VALUE_COLUMNS))
         arrays = [pa.array([self._timestamp_ns(v) for v in columns[0]], pa.int64())]
         arrays += [
@@ -192,35 +196,31 @@ class SqlHotStore(HotStore):
         with self._transaction("insert market data") as session:
             self._stage(session, batches)
             session.execute(self._upsert_sql, (self._timestamp_param(low), self._timestamp_param(high)))
-        return sum(batch.rows for batch in batches)
+        rows = sum(batch.rows for batch in batches)
+        self._after_bulk_write(rows)
+        return rows
 
     def get_market_data(self, symbol: str, interval: str, start: datetime | date, end: datetime | date) -> pd.DataFrame:
         key = series_key(symbol, interval)
         low, high = self._range(start, end)
-        return self._read_bars(f"{BARS_SELECT} AND {quoted('timestamp')} >= ? AND {quoted('timestamp')} < ?", (*key, low, high))
+        return self._read_bars(f"{BARS_SELECT} AND {TS} >= ? AND {TS} < ?", (*key, low, high))
 
     def get_latest_market_data(self, symbol: str, interval: str, limit: int = 100) -> pd.DataFrame:
         key = series_key(symbol, interval)
         count = positive_int(limit, "limit")
-        return self._read_bars(f"{BARS_SELECT} ORDER BY {quoted('timestamp')} DESC LIMIT ?", (*key, count))
+        return self._read_bars(f"{BARS_SELECT} ORDER BY {TS} DESC LIMIT ?", (*key, count))
 
     def has_market_data(self, symbol: str, interval: str, start: datetime | date, end: datetime | date) -> bool:
         key = series_key(symbol, interval)
         low, high = self._range(start, end)
-        sql = (
-            f"SELECT 1 FROM market_data WHERE symbol = ? AND {quoted('interval')} = ?"
-            f" AND {quoted('timestamp')} >= ? AND {quoted('timestamp')} < ? LIMIT 1"
-        )
-        with self._transaction("probe market data") as session:
+        sql = f"SELECT 1 FROM market_data WHERE symbol = ? AND {IV} = ? AND {TS} >= ? AND {TS} < ? LIMIT 1"
+        with self._transaction("probe market data", readonly=True) as session:
             return session.fetch_one(sql, (*key, low, high)) is not None
 
     def extent(self, symbol: str, interval: str) -> tuple[datetime, datetime] | None:
         key = series_key(symbol, interval)
-        sql = (
-            f"SELECT MIN({quoted('timestamp')}), MAX({quoted('timestamp')}) FROM market_data"
-            f" WHERE symbol = ? AND {quoted('interval')} = ?"
-        )
-        with self._transaction("read market data extent") as session:
+        sql = f"SELECT MIN({TS}), MAX({TS}) FROM market_data WHERE symbol = ? AND {IV} = ?"
+        with self._transaction("read market data extent", readonly=True) as session:
             row = session.fetch_one(sql, key)
         if row is None or row[0] is None:
             return None
@@ -239,18 +239,17 @@ class SqlHotStore(HotStore):
         (batch,) = batches
         with self._transaction("delete market data") as session:
             self._stage(session, batches)
+            # Whatever join the planner picks (stale statistics included), it can probe the staged rows by time.
+            session.execute(f"CREATE INDEX {STAGE_TABLE}_time ON {STAGE_TABLE} ({TS})")
             params = (batch.symbol, batch.interval, self._timestamp_param(low), self._timestamp_param(high))
             return session.execute(self._delete_sql, params)
 
     def series(self, *, before: datetime | None = None) -> list[HotSeries]:
         where, params = "", ()
         if before is not None:
-            where, params = f" WHERE {quoted('timestamp')} < ?", (self._bound_param(moment_ns(before)),)
-        sql = (
-            f"SELECT symbol, {quoted('interval')}, COUNT(*), MIN({quoted('timestamp')}), MAX({quoted('timestamp')})"
-            f" FROM market_data{where} GROUP BY symbol, {quoted('interval')}"
-        )
-        with self._transaction("list hot series") as session:
+            where, params = f" WHERE {TS} < ?", (self._bound_param(moment_ns(before)),)
+        sql = f"SELECT symbol, {IV}, COUNT(*), MIN({TS}), MAX({TS}) FROM market_data{where} GROUP BY symbol, {IV}"
+        with self._transaction("list hot series", readonly=True) as session:
             rows = session.fetch_all(sql, params)
         found = [HotSeries(s, i, int(n), self._moment(lo), self._moment(hi)) for s, i, n, lo, hi in rows]
         return sorted(found, key=lambda item: (item.symbol, item.interval))  # not by collation: same on every backend
@@ -282,9 +281,9 @@ class SqlHotStore(HotStore):
                 raise InvalidInputError(f"probabilities must be numbers; not for keys {bad[:5]!r}")
         documents = (json_document(probabilities, "probabilities"), json_document(features, "features", optional=True))
         sql = (
-            f"INSERT INTO regime_classifications (symbol, {quoted('interval')}, {quoted('timestamp')}, regime,"
+            f"INSERT INTO regime_classifications (symbol, {IV}, {TS}, regime,"
             f" probabilities, features) VALUES (?, ?, ?, ?, {self.json_param}, {self.json_param})"
-            f" ON CONFLICT (symbol, {quoted('interval')}, {quoted('timestamp')}) DO UPDATE SET"
+            f" ON CONFLICT (symbol, {IV}, {TS}) DO UPDATE SET"
             " regime = excluded.regime, probabilities = excluded.probabilities, features = excluded.features,"
             " created_at = CURRENT_TIMESTAMP"
         )
@@ -299,21 +298,21 @@ class SqlHotStore(HotStore):
         end: datetime | date | None = None,
     ) -> pd.DataFrame:
         key = series_key(symbol, interval)
-        conditions, params = [f"symbol = ? AND {quoted('interval')} = ?"], list(key)
+        conditions, params = [f"symbol = ? AND {IV} = ?"], list(key)
         if start is not None and end is not None:
             self._range(start, end)  # end >= start
         if start is not None:
-            conditions.append(f"{quoted('timestamp')} >= ?")
+            conditions.append(f"{TS} >= ?")
             params.append(self._bound_param(moment_ns(start)))
         if end is not None:
-            conditions.append(f"{quoted('timestamp')} < ?")
+            conditions.append(f"{TS} < ?")
             params.append(self._bound_param(moment_ns(end)))
         sql = (
-            f"SELECT {quoted('timestamp')}, regime, {self.json_text.format('probabilities')},"
+            f"SELECT {TS}, regime, {self.json_text.format('probabilities')},"
             f" {self.json_text.format('features')} FROM regime_classifications WHERE {' AND '.join(conditions)}"
-            f" ORDER BY {quoted('timestamp')}"
+            f" ORDER BY {TS}"
         )
-        with self._transaction("read regime classifications") as session:
+        with self._transaction("read regime classifications", readonly=True) as session:
             rows = session.fetch_all(sql, params)
         return pd.DataFrame(
             {
@@ -341,8 +340,8 @@ class SqlHotStore(HotStore):
     # ------------------------------------------------------------------ internals
 
     @contextmanager
-    def _transaction(self, action: str) -> Iterator[SqlSession]:
-        with wrap_errors(action), self.database.transaction() as session:
+    def _transaction(self, action: str, *, readonly: bool = False) -> Iterator[SqlSession]:
+        with wrap_errors(action), self.database.transaction(readonly=readonly) as session:
             yield session
 
     def _range(self, start: datetime | date, end: datetime | date) -> tuple[Any, Any]:
@@ -356,7 +355,7 @@ class SqlHotStore(HotStore):
         return pd.Timestamp(self._timestamp_ns(value), unit="ns", tz="UTC")
 
     def _read_bars(self, query: str, params: Sequence[Any]) -> pd.DataFrame:
-        with self._transaction("read market data") as session:
+        with self._transaction("read market data", readonly=True) as session:
             table = self._fetch_bars(session, query, params)
         empty = [c for c in OPTIONAL_COLUMNS if table.column(c).null_count == table.num_rows]
         return ns_to_timestamps(table.drop_columns(empty).to_pandas())
@@ -436,14 +435,14 @@ class SqlHotStore(HotStore):
     def _build_upsert_sql(self) -> str:
         """Stage -> market_data, skipping rows stored identically (the two ``?`` bound the staged times)."""
         key = ("symbol", "interval", "timestamp")
-        same = " AND ".join(f"m.{quoted(c)} {self.same} s.{quoted(c)}" for c in VALUE_COLUMNS)
-        changed = " OR ".join(f"market_data.{quoted(c)} {self.different} excluded.{quoted(c)}" for c in VALUE_COLUMNS)
-        assignments = ", ".join(f"{quoted(c)} = excluded.{quoted(c)}" for c in VALUE_COLUMNS)
+        same = " AND ".join(f"m.{c} {self.same} s.{c}" for c in VALUE_COLUMNS)
+        changed = " OR ".join(f"market_data.{c} {self.different} excluded.{c}" for c in VALUE_COLUMNS)
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in VALUE_COLUMNS)
         return (
             f"INSERT INTO market_data ({column_list(STAGE_COLUMNS)}) SELECT {column_list(STAGE_COLUMNS, 's.')}"
             f" FROM {STAGE_TABLE} s WHERE NOT EXISTS (SELECT 1 FROM market_data m WHERE"
             f" {' AND '.join(f'm.{quoted(c)} = s.{quoted(c)}' for c in key)}"
-            f" AND m.{quoted('timestamp')} >= ? AND m.{quoted('timestamp')} <= ? AND {same})"
+            f" AND m.{TS} >= ? AND m.{TS} <= ? AND {same})"
             f" ORDER BY {column_list(key, 's.')}"
             f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments}, updated_at = CURRENT_TIMESTAMP"
             f" WHERE {changed}"
@@ -451,12 +450,11 @@ class SqlHotStore(HotStore):
 
     def _build_delete_sql(self) -> str:
         """Delete the stored rows equal (NULL-safe, every value) to a staged row: symbol, interval, time span."""
-        same = " AND ".join(f"s.{quoted(c)} {self.same} market_data.{quoted(c)}" for c in VALUE_COLUMNS)
+        same = " AND ".join(f"s.{c} {self.same} market_data.{c}" for c in VALUE_COLUMNS)
         return (
-            f"DELETE FROM market_data WHERE symbol = ? AND {quoted('interval')} = ?"
-            f" AND {quoted('timestamp')} >= ? AND {quoted('timestamp')} <= ?"
-            f" AND EXISTS (SELECT 1 FROM {STAGE_TABLE} s WHERE s.{quoted('timestamp')} = market_data.{quoted('timestamp')}"
-            f" AND {same})"
+            f"DELETE FROM market_data WHERE symbol = ? AND {IV} = ?"
+            f" AND {TS} >= ? AND {TS} <= ?"
+            f" AND EXISTS (SELECT 1 FROM {STAGE_TABLE} s WHERE s.{TS} = market_data.{TS} AND {same})"
         )
 
 
@@ -473,9 +471,9 @@ def positive_int(value: object, what: str) -> int:
 
 def moment_ns(moment: datetime | date) -> int:
     """Nanoseconds since the epoch (naive = UTC; a ``pd.Timestamp`` keeps its nanoseconds), clamped to int64."""
+    if moment is pd.NaT:
+        raise InvalidInputError("Expected a datetime or date, got NaT")
     if isinstance(moment, pd.Timestamp):
-        if moment is pd.NaT:
-            raise InvalidInputError("Expected a datetime, got NaT")
         ns = datetime_to_ns(moment.to_pydatetime(warn=False)) + moment.nanosecond
     elif isinstance(moment, datetime | date):
         ns = datetime_to_ns(moment)
