@@ -264,3 +264,47 @@ def test_migration_killed_midway_then_rerun_holds_every_bar_exactly_once(repo, s
     assert_same_bars(repo.get_by_date_range(SYMBOL, INTERVAL, *everything), bars)
     close = dict(zip(bars["timestamp"].astype("int64"), bars["close"], strict=True))
     assert all(np.float64(close[ts]) == c for ts, c in zip(warm["ts_ns"], warm["close"], strict=True))
+
+
+def test_a_read_racing_a_migration_never_misses_a_bar(repo, store):
+    """A migration runs right after the read's first tier was read, whichever tier that is."""
+    bars = hourly_bars(CUTOFF - timedelta(days=3), CUTOFF)
+    store.insert_market_data(bars, symbol=SYMBOL, interval=INTERVAL)
+    originals = {store: store.get_market_data, repo.warm: repo.warm.get_by_date_range}
+    raced = []
+
+    def racing(read):
+        def read_then_migration_runs(*args, **kwargs):
+            frame = read(*args, **kwargs)
+            if not raced:
+                raced.append(True)
+                store.get_market_data, repo.warm.get_by_date_range = originals.values()
+                assert repo.migrate_to_warm_storage(SYMBOL, INTERVAL) == len(bars)
+            return frame
+
+        return read_then_migration_runs
+
+    store.get_market_data = racing(originals[store])
+    repo.warm.get_by_date_range = racing(originals[repo.warm])
+    try:
+        got = repo.get_by_date_range(SYMBOL, INTERVAL, CUTOFF - timedelta(days=5), NOW)
+    finally:
+        store.__dict__.pop("get_market_data", None)
+        repo.warm.__dict__.pop("get_by_date_range", None)
+    assert raced
+    assert_same_bars(got, bars)
+
+
+def test_migrations_of_one_series_take_turns(repo, store, tmp_path):
+    import threading
+
+    from marketpipe.infrastructure.storage.atomic import operation_lock
+
+    store.insert_market_data(hourly_bars(CUTOFF - timedelta(days=2), CUTOFF), symbol=SYMBOL, interval=INTERVAL)
+    done = threading.Event()
+    with operation_lock(tmp_path / "lake" / "_locks" / "migrate" / f"{INTERVAL}-{SYMBOL}.lock"):
+        worker = threading.Thread(target=lambda: (repo.migrate_to_warm_storage(SYMBOL, INTERVAL), done.set()))
+        worker.start()
+        assert not done.wait(0.5)  # another migration of the series holds the lock
+    worker.join(30)
+    assert done.is_set() and repo.pending_migration(SYMBOL, INTERVAL) == 0

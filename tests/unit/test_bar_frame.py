@@ -135,3 +135,15 @@ def test_breaking_one_bar_is_always_caught_at_that_row(df, data):
     with pytest.raises(DataValidationError) as info:
         validate_bar_frame(broken)
     assert info.value.rule == "ohlc_invariant" and row in info.value.rows
+
+
+def test_bars_given_as_entities_keep_trade_count_and_quote_volume():
+    from marketpipe.domain.bar_frame import split_market_data
+    from marketpipe.domain.entities import OHLCVBar
+
+    full = [OHLCVBar("BTCUSDT", i * 60 * 10**9, 1.0, 2.0, 0.5, 1.5, 3.0, "1m", 7 + i, 4.5) for i in range(3)]
+    (frame,) = split_market_data(full).values()
+    assert frame["trade_count"].tolist() == [7, 8, 9] and frame["quote_volume"].tolist() == [4.5] * 3
+    partial = [*full[:2], OHLCVBar("BTCUSDT", 3 * 60 * 10**9, 1.0, 2.0, 0.5, 1.5, 3.0, "1m")]
+    (frame,) = split_market_data(partial).values()
+    assert "trade_count" not in frame.columns  # a partly missing field cannot be stored: left out, not NaN

@@ -149,8 +149,10 @@ def ingest_binance(
     today = datetime.now(UTC).date()
     if start is None and to is Destination.lake:
         raise typer.BadParameter("required (or --to hot, which starts at the hot store's cutoff)", param_hint="--start")
-    first = start.date() if start else today - timedelta(days=settings.hot_days)
+    if export_csv_path is not None and to is Destination.hot:
+        raise typer.BadParameter("reads the lake; with --to hot the recent bars are in the hot store", "--export-csv")
     last = end.date() if end else today - timedelta(days=1)
+    first = start.date() if start else min(today - timedelta(days=settings.hot_days), last)
     request = IngestionRequest(tuple(symbols), tuple(interval), first, last, market.value, workers)
     with BinanceDataClient(base_url, market=market, cache_dir=settings.cache_dir / "binance") as client:
         report = run_ingestion(settings, request, client, to)

@@ -165,6 +165,12 @@ def split_market_data(
                     name: np.array([getattr(b, name) for b in bars], dtype="float64")
                     for name in (*PRICE_COLUMNS, VOLUME_COLUMN)
                 },
+                # Optional fields travel when every bar has them (a partly missing column could not be stored).
+                **{
+                    name: np.array([getattr(b, name) for b in bars], dtype=dtype)
+                    for name, dtype in (("trade_count", "int64"), ("quote_volume", "float64"))
+                    if bars and all(getattr(b, name) is not None for b in bars)
+                },
             }
         )
     frame = timestamps_to_ns(data)

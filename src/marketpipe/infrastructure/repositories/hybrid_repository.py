@@ -34,6 +34,8 @@ from marketpipe.domain.repositories import IMarketDataRepository
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, next_month, to_utc
 from marketpipe.infrastructure.repositories.parquet_repository import ParquetMarketDataRepository
 from marketpipe.infrastructure.repositories.postgres_repository import PostgresMarketDataRepository
+from marketpipe.infrastructure.storage.atomic import operation_lock
+from marketpipe.infrastructure.storage.lake_layout import LOCKS_DIR
 
 
 def utc_now() -> datetime:
@@ -98,11 +100,15 @@ class HybridMarketDataRepository(IMarketDataRepository):
         start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
         if end_ns < start_ns:
             raise InvalidInputError(f"end {end} precedes start {start}")
-        warm = self._warm.get_by_date_range(symbol, interval, start, end)
+        # Hot before warm: bars only move hot -> warm, written to the lake before they leave the hot store, so a
+        # migration running between the two reads can duplicate a bar here (merged away) but never hide one.
         extent = self._hot.client.extent(symbol, interval)
         if extent is None or datetime_to_ns(extent[0]) >= end_ns or datetime_to_ns(extent[1]) < start_ns:
-            return warm
-        return _merge_hot_wins(warm, self._hot.get_by_date_range(symbol, interval, start, end))
+            hot = None
+        else:
+            hot = self._hot.get_by_date_range(symbol, interval, start, end)
+        warm = self._warm.get_by_date_range(symbol, interval, start, end)
+        return warm if hot is None else _merge_hot_wins(warm, hot)
 
     def save(
         self, data: pd.DataFrame | Sequence[OHLCVBar], *, symbol: str | None = None, interval: str | None = None
@@ -139,13 +145,20 @@ class HybridMarketDataRepository(IMarketDataRepository):
 
         Month by month, oldest first: write and verify the Parquet month, then delete exactly the moved rows
         from the hot store (one transaction). Safe to re-run after a crash at any point, and safe to run
-        concurrently with writers and with another migration.
+        concurrently with writers; migrations of one series take turns (an inter-process lock in the lake's
+        ``_locks/migrate/``).
 
         Raises:
             StorageError: the month read back from the lake does not hold the bars just written (the hot rows
                 are kept).
         """
         sym, ivl = Symbol(symbol).value, Interval(interval).value
+        with operation_lock(self._warm.manager.root / LOCKS_DIR / "migrate" / f"{ivl}-{sym}.lock"):
+            return self._migrate(sym, ivl, on_month)
+
+    def _migrate(self, sym: str, ivl: str, on_month: Callable[[MigratedMonth], None] | None) -> int:
+        """One migration at a time per series (see :meth:`migrate_to_warm_storage`): two overlapping ones could
+        write a stale read of a bar over a newer version the other one had already moved."""
         cutoff = self.cutoff()
         extent = self._hot.client.extent(sym, ivl)
         if extent is None or extent[0] >= cutoff:

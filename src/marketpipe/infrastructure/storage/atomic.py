@@ -103,3 +103,19 @@ def path_lock(lock_file: Path) -> Iterator[None]:
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with _THREAD_LOCKS[stripe], fasteners.InterProcessLock(str(lock_file)):
         yield
+
+
+_OPERATION_LOCKS: dict[str, threading.Lock] = {}
+_OPERATION_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def operation_lock(lock_file: Path) -> Iterator[None]:
+    """Like :func:`path_lock`, with a thread lock of its own (not a shared stripe), so a long operation can hold it
+    while it takes :func:`path_lock` for the files it writes without risking a stripe collision."""
+    key = str(lock_file.resolve())
+    with _OPERATION_LOCKS_GUARD:
+        thread_lock = _OPERATION_LOCKS.setdefault(key, threading.Lock())
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with thread_lock, fasteners.InterProcessLock(str(lock_file)):
+        yield
