@@ -308,3 +308,35 @@ def test_migrations_of_one_series_take_turns(repo, store, tmp_path):
         assert not done.wait(0.5)  # another migration of the series holds the lock
     worker.join(30)
     assert done.is_set() and repo.pending_migration(SYMBOL, INTERVAL) == 0
+
+
+def test_bars_without_trade_counts_migrate_into_a_month_that_has_them(repo, store, tmp_path):
+    month = hourly_bars(CUTOFF - timedelta(days=6), CUTOFF - timedelta(days=3))
+    assert "trade_count" in month.columns
+    repo.warm.save(month, symbol=SYMBOL, interval=INTERVAL)  # e.g. from Binance archives, with counts
+    later = hourly_bars(CUTOFF - timedelta(days=3), CUTOFF, seed=4).drop(columns=["trade_count"])
+    store.insert_market_data(later, symbol=SYMBOL, interval=INTERVAL)  # e.g. `hot load` of a CSV without counts
+    older = hourly_bars(CUTOFF - timedelta(days=9), CUTOFF - timedelta(days=8), seed=5).drop(columns=["trade_count"])
+    repo.save(older, symbol=SYMBOL, interval=INTERVAL)  # into the lake, beside bars that have counts
+
+    assert repo.migrate_to_warm_storage(SYMBOL, INTERVAL) == len(later)
+    stored = repo.get_by_date_range(SYMBOL, INTERVAL, CUTOFF - timedelta(days=10), CUTOFF)
+    assert len(stored) == len(month) + len(later) + len(older)
+    counts = stored.set_index("timestamp")["trade_count"]
+    assert counts[month["timestamp"]].tolist() == month["trade_count"].tolist()
+    assert counts[later["timestamp"]].isna().all() and counts[older["timestamp"]].isna().all()
+
+
+def test_migration_keeps_the_lakes_close_time_column_whole(repo, store, tmp_path):
+    def with_close_time(frame):
+        return frame.assign(close_time_ns=frame["timestamp"].astype("int64") + 3_600 * 10**9 - 10**6)
+
+    month = with_close_time(hourly_bars(CUTOFF - timedelta(days=6), CUTOFF - timedelta(days=3)))
+    repo.warm.save(month, symbol=SYMBOL, interval=INTERVAL)  # as ingested from archives
+    later = with_close_time(hourly_bars(CUTOFF - timedelta(days=3), CUTOFF, seed=4))
+    store.insert_market_data(later, symbol=SYMBOL, interval=INTERVAL)  # as `ingest --to hot` stores them
+    repo.migrate_to_warm_storage(SYMBOL, INTERVAL)
+    (path,) = (tmp_path / "lake").rglob("*.parquet")
+    column = pq.read_table(path).column("close_time_ns")
+    assert str(column.type) == "int64" and column.null_count == 0
+    assert column.to_pylist()[-1] == int(pd.Timestamp(CUTOFF).value) - 10**6

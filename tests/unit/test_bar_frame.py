@@ -147,3 +147,27 @@ def test_bars_given_as_entities_keep_trade_count_and_quote_volume():
     partial = [*full[:2], OHLCVBar("BTCUSDT", 3 * 60 * 10**9, 1.0, 2.0, 0.5, 1.5, 3.0, "1m")]
     (frame,) = split_market_data(partial).values()
     assert "trade_count" not in frame.columns  # a partly missing field cannot be stored: left out, not NaN
+
+
+def test_missing_trade_counts_are_nulls_not_errors_and_resample_to_unknown():
+    from marketpipe.application.resampling import resample_bars
+
+    frame = pd.DataFrame(
+        {
+            "ts_ns": np.arange(4, dtype="int64") * 60 * 10**9,
+            "open": 1.0,
+            "high": 2.0,
+            "low": 0.5,
+            "close": 1.5,
+            "volume": 3.0,
+            "trade_count": [5.0, np.nan, 7.0, 8.0],
+        }
+    )
+    valid = validate_bar_frame(frame)
+    assert str(valid["trade_count"].dtype) == "Int64" and valid["trade_count"].isna().tolist() == [0, 1, 0, 0]
+    with pytest.raises(DataValidationError) as info:
+        validate_bar_frame(frame.assign(trade_count=[5.0, 1.5, 7.0, 8.0]))
+    assert info.value.rule == "trade_count"
+    two_minute = resample_bars(valid, "1m", "2m")
+    assert two_minute["trade_count"].isna().tolist() == [True, False]
+    assert two_minute["trade_count"].iloc[1] == 15

@@ -100,8 +100,7 @@ def resample_bars(bars: pd.DataFrame, source: str, target: str, *, drop_incomple
     out["low"] = np.minimum.reduceat(bars["low"].to_numpy(dtype=np.float64), starts)
     out["close"] = bars["close"].to_numpy(dtype=np.float64)[ends - 1]
     for name in summed:
-        dtype = np.int64 if name == "trade_count" else np.float64
-        out[name] = np.add.reduceat(bars[name].to_numpy(dtype=dtype), starts)
+        out[name] = _bucket_sums(bars[name], starts, integer=name == "trade_count")
     bar_count = (ends - starts).astype(np.int64)
     out["bar_count"] = bar_count
     out["complete"] = bar_count == expected[starts]
@@ -117,3 +116,17 @@ def resample_bars(bars: pd.DataFrame, source: str, target: str, *, drop_incomple
         if not keep.all():
             result = result[keep].reset_index(drop=True)
     return result
+
+
+def _bucket_sums(
+    values: pd.Series, starts: np.ndarray, *, integer: bool
+) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """Per-bucket sums; a bucket holding a missing value sums to missing (unknown), not to a smaller number."""
+    missing = values.isna().to_numpy()
+    if not missing.any():
+        return np.add.reduceat(values.to_numpy(dtype=np.int64 if integer else np.float64), starts)
+    sums = np.add.reduceat(values.to_numpy(dtype=np.float64, na_value=0.0), starts)
+    unknown = np.add.reduceat(missing, starts) > 0
+    if integer:
+        return pd.arrays.IntegerArray(np.where(unknown, 0, sums).astype(np.int64), unknown)
+    return np.where(unknown, np.nan, sums)

@@ -49,7 +49,8 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
         EmptyDataError: the frame has no rows.
         SchemaError: a required column is missing or a column has a non-numeric type.
         DataValidationError: with ``rule`` one of ``finite_prices``, ``volume``, ``ohlc_invariant``,
-            ``duplicate_timestamp``, ``unsorted_timestamp``, ``trade_count``.
+            ``duplicate_timestamp``, ``unsorted_timestamp``, ``trade_count`` (missing counts are allowed and
+            become nulls of a nullable ``Int64`` column).
     """
     if not isinstance(df, pd.DataFrame):
         raise SchemaError(f"Expected a pandas DataFrame, got {type(df).__name__}")
@@ -107,10 +108,13 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
     for name in OPTIONAL_INTEGER_COLUMNS:
         if name in out.columns:
             values = _as_float64(df[name], name)
-            bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values))
+            missing = np.isnan(values)
+            bad = ~missing & (~np.isfinite(values) | (values < 0) | (values != np.floor(values)))
             if bad.any():
                 raise DataValidationError(name, f"Column {name!r} must hold whole numbers >= 0", _positions(bad))
-            out[name] = values.astype("int64")
+            whole = np.where(missing, 0, values).astype("int64")
+            # Unknown counts (bars from a source without them, merged with bars that have them) stay null.
+            out[name] = pd.arrays.IntegerArray(whole, missing) if missing.any() else whole
     return out
 
 
@@ -185,7 +189,9 @@ def split_market_data(
     for (raw_symbol, raw_interval), group in frame.groupby(["symbol", "interval"], sort=True):
         key = (Symbol(str(raw_symbol)).value, Interval(str(raw_interval)).value)
         bars_frame = group.drop(columns=["symbol", "interval"]).sort_values(TIMESTAMP_COLUMN, kind="stable")
-        groups[key] = pd.concat([groups[key], bars_frame]) if key in groups else bars_frame
+        if key in groups:  # "btcusdt" and "BTCUSDT" are one series: merge, keep time order
+            bars_frame = pd.concat([groups[key], bars_frame]).sort_values(TIMESTAMP_COLUMN, kind="stable")
+        groups[key] = bars_frame
     return {key: value.reset_index(drop=True) for key, value in groups.items()}
 
 

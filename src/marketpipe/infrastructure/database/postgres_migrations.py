@@ -113,4 +113,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "hot store keeps the lake's close time",
+        "ALTER TABLE market_data ADD COLUMN close_time_ns bigint",
+    ),
 ]

@@ -44,6 +44,7 @@ from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
 from marketpipe.infrastructure.database.hot_store import HotSeries, HotStore
 from marketpipe.infrastructure.database.sql_database import SqlDatabase, SqlSession, wrap_errors
 
+CLOSE_TIME_COLUMN = "close_time_ns"  # the lake's Binance close time (int64 ns)
 # Value columns of ``market_data``, in the order frames return them (the lake's order for ingested bars).
 VALUE_COLUMNS = (
     "open",
@@ -56,11 +57,13 @@ VALUE_COLUMNS = (
     "taker_buy_base_volume",
     "taker_buy_quote_volume",
     "vwap",
+    CLOSE_TIME_COLUMN,
 )
-OPTIONAL_COLUMNS = tuple(c for c in VALUE_COLUMNS if c in OPTIONAL_FLOAT_COLUMNS + OPTIONAL_INTEGER_COLUMNS)
-INTEGER_COLUMNS = frozenset(OPTIONAL_INTEGER_COLUMNS)
-# Lake columns the hot store does not keep (the close time follows from the open time and the interval).
-IGNORED_COLUMNS = ("close_time_ns",)
+OPTIONAL_COLUMNS = tuple(
+    c for c in VALUE_COLUMNS if c in (*OPTIONAL_FLOAT_COLUMNS, *OPTIONAL_INTEGER_COLUMNS, CLOSE_TIME_COLUMN)
+)
+# Kept as stored (Binance's close time is in the archive's unit: ms or us), so bars migrated to the lake keep it.
+INTEGER_COLUMNS = frozenset((*OPTIONAL_INTEGER_COLUMNS, CLOSE_TIME_COLUMN))
 STAGE_COLUMNS = ("symbol", "interval", "timestamp", *VALUE_COLUMNS)
 STAGE_TABLE = "hot_stage"
 
@@ -179,10 +182,9 @@ class SqlHotStore(HotStore):
         """Upsert bars in one transaction; returns how many rows were upserted (unchanged rows count too).
 
         Columns the store keeps: ``open high low close volume`` (required), ``trade_count quote_volume
-        taker_buy_base_volume taker_buy_quote_volume vwap`` (optional; NaN means NULL; a column not given is stored
-        as NULL, so a row is replaced as a whole). The lake's ``close_time_ns`` is dropped; other columns are
-        refused. A ``DatetimeIndex`` is used as the ``timestamp`` when there is no timestamp column. An empty
-        input writes nothing and returns 0.
+        taker_buy_base_volume taker_buy_quote_volume vwap close_time_ns`` (optional; NaN means NULL; a column not
+        given is stored as NULL, so a row is replaced as a whole); other columns are refused. A ``DatetimeIndex``
+        is used as the ``timestamp`` when there is no timestamp column. An empty input writes nothing, returns 0.
 
         Raises:
             DataValidationError: OHLC rule broken, non-finite price, duplicate timestamps, timestamps the backend
@@ -395,13 +397,12 @@ class SqlHotStore(HotStore):
         return batches
 
     def _validated(self, symbol: str, interval: str, frame: pd.DataFrame) -> StagedBars:
-        known = {*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, *IGNORED_COLUMNS}
+        known = {*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS}
         unknown = [c for c in frame.columns if c not in known]
         if unknown:
             raise SchemaError(
                 f"Columns {unknown} are not kept by the hot store; it stores timestamp, {', '.join(VALUE_COLUMNS)}"
             )
-        frame = frame.drop(columns=[c for c in IGNORED_COLUMNS if c in frame.columns])
         if TIMESTAMP_COLUMN in frame.columns and not frame[TIMESTAMP_COLUMN].is_monotonic_increasing:
             frame = frame.sort_values(TIMESTAMP_COLUMN, kind="stable")  # validation then reports duplicates
         valid = validate_bar_frame(frame)
@@ -412,8 +413,9 @@ class SqlHotStore(HotStore):
             if name not in valid.columns:
                 dtype = np.int64 if name in INTEGER_COLUMNS else np.float64
                 columns[name] = (np.zeros(len(valid), dtype=dtype), np.ones(len(valid), dtype=bool))
-            elif name in INTEGER_COLUMNS:
-                columns[name] = (valid[name].to_numpy(dtype=np.int64), None)  # validated: whole, no NaN
+            elif name in INTEGER_COLUMNS:  # validated: whole numbers, or nulls (nullable Int64)
+                nulls = valid[name].isna().to_numpy()
+                columns[name] = (valid[name].to_numpy(dtype=np.int64, na_value=0), nulls if nulls.any() else None)
             else:
                 values = valid[name].to_numpy(dtype=np.float64)
                 nulls = np.isnan(values)

@@ -82,7 +82,8 @@ class SqliteDatabase(SqlDatabase):
             try:
                 yield _SqliteSession(connection)
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
 

@@ -118,3 +118,11 @@ MIGRATIONS.append(
         """,
     )
 )
+
+MIGRATIONS.append(
+    (
+        4,
+        "hot store keeps the lake's close time",
+        "ALTER TABLE market_data ADD COLUMN close_time_ns INTEGER",
+    )
+)
