@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from marketpipe.domain.errors import InvalidInputError
 
@@ -101,10 +101,20 @@ def check_db_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` and query values (signatures, tokens) hidden; safe to show."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = "&".join(f"{item.split('=', 1)[0]}=***" for item in parts.query.split("&") if item)
-    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
+    """The URL with any password replaced by ``***`` and query values (signatures, tokens) hidden; safe to show.
+
+    Works on the raw text, not a parsed URL: a password holding an unescaped ``/``, ``?``, ``#`` or ``%`` (which
+    URL parsers misread) is still hidden. When in doubt it hides more, never less.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    if not at or "/" in user:  # no user info: any "@" belongs to the path or query
+        user_info, location = "", rest
+    else:
+        user_info = f"{user}:***@" if colon else f"{user}@"
+    address, question, query = location.split("#", 1)[0].partition("?")
+    hidden = "&".join(f"{item.split('=', 1)[0]}=***" for item in query.split("&") if item)
+    return f"{scheme}://{user_info}{address}{question if hidden else ''}{hidden}"

@@ -41,3 +41,19 @@ def test_passwords_never_appear_in_reprs_or_errors():
     with pytest.raises(InvalidInputError) as info:
         Settings.from_env({"MARKETPIPE_DB_URL": "mysql://bob:hunter2@h/db"})
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:S3cr/t@h:1/db", "postgresql://u:***@h:1/db"),
+        ("postgresql://u:S3cr#t@h:1/db", "postgresql://u:***@h:1/db"),
+        ("postgresql://u:S3cr?t@h:1/db", "postgresql://u:***@h:1/db"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db?password=x&sslmode=require", "postgresql://u@h/db?password=***&sslmode=***"),
+        ("postgresql://host/db?x=a@b", "postgresql://host/db?x=***"),
+        ("postgresql://postgres@127.0.0.1:5432/x", "postgresql://postgres@127.0.0.1:5432/x"),
+    ],
+)
+def test_passwords_with_characters_url_parsers_misread_are_still_hidden(url, shown):
+    assert redact_url(url) == shown

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from marketpipe.config import redact_url
@@ -54,9 +55,10 @@ class PostgresDatabase(SqlDatabase):
     """A PostgreSQL database reached through a connection pool (opened on first use, schema migrated then).
 
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/db``); a Supabase project's connection string
-    works as is. ``password`` is used when the URL carries none (so the URL can be logged or kept in config while
-    the secret comes from the environment). Prepared statements are off, so PgBouncer/Supavisor in transaction
-    mode (Supabase's port 6543) works. Migrations run in one transaction under an advisory lock: concurrent
+    works as is (percent-encode ``/ ? # @ %`` in passwords). ``password`` is used when the URL carries none (so
+    the URL can be logged or kept in config while the secret comes from the environment); so are the
+    ``connect_timeout`` and ``application_name`` defaults. Prepared statements are off, so PgBouncer/Supavisor in
+    transaction mode (Supabase's port 6543) works. Migrations run in one transaction under an advisory lock: concurrent
     processes apply each exactly once.
 
     Examples:
@@ -86,15 +88,21 @@ class PostgresDatabase(SqlDatabase):
             raise InvalidInputError(f"Not a PostgreSQL URL: {redact_url(url)!r}.{hint}")
         if pool_size < 1:
             raise InvalidInputError(f"pool_size must be >= 1, got {pool_size}")
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.Error:  # libpq's message may quote the password: do not pass it on
+            raise InvalidInputError(
+                f"Malformed PostgreSQL URL {redact_url(url)!r} (percent-encode special characters in the password)"
+            ) from None
         self.url = url
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "prepare_threshold": None,
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+        # Defaults for what the URL does not set itself (a URL's own connect_timeout or application_name wins).
+        defaults = {
             "connect_timeout": max(1, round(connect_timeout)),
             "application_name": "marketpipe",
+            "password": password,
         }
-        if password is not None and urlsplit(url).password is None:
-            self._connect_kwargs["password"] = password
+        self._connect_kwargs |= {k: v for k, v in defaults.items() if v is not None and k not in given}
         self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
@@ -133,6 +141,9 @@ class PostgresDatabase(SqlDatabase):
                     max_size=self._pool_size,
                     open=False,
                     name="marketpipe",
+                    # A connection the server dropped (restart, failover, proxy idle timeout) is replaced before
+                    # use instead of failing the next call; costs one round trip per checkout.
+                    check=ConnectionPool.check_connection,
                 )
                 pool.open(wait=False)
                 self._pool = pool

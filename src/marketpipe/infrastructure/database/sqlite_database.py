@@ -154,7 +154,8 @@ class SqliteDatabase(SqlDatabase):
                         )
                     session.execute("COMMIT")
                 except BaseException:
-                    session.execute("ROLLBACK")
+                    if connection.in_transaction:
+                        session.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise RepositoryError(f"Cannot migrate SQLite database {self.path}: {exc}") from exc

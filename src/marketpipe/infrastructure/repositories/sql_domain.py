@@ -221,14 +221,14 @@ class SqlOHLCVRepository(SqlRepository, IOHLCVRepository):
         Each page is its own short transaction, so no connection is held between pages while the consumer works.
         """
         sym, ivl = Symbol(symbol), Interval(interval)
-        lower = time_range.start_ns
+        lower, upper = _ns_bounds(time_range)
         while True:
             rows = await self._fetch_all(
                 "read bars",
                 "SELECT timestamp_ns, open_price, high_price, low_price, close_price, volume, trade_count, "
                 "quote_volume FROM ohlcv_bars WHERE symbol = ? AND interval = ? "
                 "AND timestamp_ns >= ? AND timestamp_ns < ? ORDER BY timestamp_ns LIMIT ?",
-                (sym.value, ivl.value, lower, time_range.end_ns, FETCH_BATCH),
+                (sym.value, ivl.value, lower, upper, FETCH_BATCH),
             )
             for row in rows:
                 yield OHLCVBar(sym, row[0], row[1], row[2], row[3], row[4], row[5], ivl, row[6], row[7])
@@ -254,6 +254,7 @@ class SqlOHLCVRepository(SqlRepository, IOHLCVRepository):
         ]
         if not rows:
             return 0
+        rows.sort(key=lambda row: row[:3])  # one lock order for every writer: overlapping upserts cannot deadlock
         with wrap_errors("save bars"):
             await self._db.run(self._upsert_bars, rows)
         return len(rows)
@@ -290,8 +291,16 @@ class SqlOHLCVRepository(SqlRepository, IOHLCVRepository):
         params: tuple[Any, ...] = (Symbol(symbol).value, Interval(interval).value)
         if time_range is not None:
             query += " AND timestamp_ns >= ? AND timestamp_ns < ?"
-            params += (time_range.start_ns, time_range.end_ns)
+            params += _ns_bounds(time_range)
         return await self._execute("delete bars", query, params)
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _ns_bounds(time_range: TimeRange) -> tuple[int, int]:
+    """The range in epoch nanoseconds, clamped to int64 (a far-future end means "no end", on every backend)."""
+    return max(time_range.start_ns, INT64_MIN), min(time_range.end_ns, INT64_MAX)
 
 
 def _json_default(value: object) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from marketpipe.domain.errors import RepositoryError
 from marketpipe.domain.ingestion import ArchiveCheckpoint, IngestionJob, JobStatus, UnitStatus
 from marketpipe.domain.repositories import IIngestionRepository
 from marketpipe.infrastructure.database.postgres_database import PostgresDatabase
@@ -32,9 +33,9 @@ class SqlIngestionRepository(SqlRepository, IIngestionRepository):
                 job.job_id,
                 job.source,
                 job.status.value,
-                json.dumps(job.request, sort_keys=True, default=str),
-                json.dumps(job.counts, sort_keys=True),
-                json.dumps(job.errors),
+                _json(job.request, "request"),
+                _json(job.counts, "counts"),
+                _json(job.errors, "errors"),
                 job.pid,
                 job.hostname,
                 _iso(job.started_at),
@@ -102,7 +103,18 @@ class PostgresIngestionRepository(SqlIngestionRepository):
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
+    """ISO text in UTC; a naive datetime is taken to be UTC (not local time), as it is read back."""
+    if moment is None:
+        return None
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)).isoformat()
+
+
+def _json(value: object, what: str) -> str:
+    """A job document as JSON; NaN/inf are refused on every backend (PostgreSQL's jsonb cannot hold them)."""
+    try:
+        return json.dumps(value, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as exc:
+        raise RepositoryError(f"Ingestion job {what} is not valid JSON: {exc}") from exc
 
 
 def _utc(value: datetime | str | None) -> datetime | None:
