@@ -101,3 +101,30 @@ def test_job_documents_behave_the_same_on_both_backends(sql_database):
     with pytest.raises(RepositoryError, match="not valid JSON"):
         asyncio.run(repository.save_job(IngestionJob(job_id="j2", source="binance", request={"x": math.nan})))
     assert asyncio.run(repository.get_job("j2")) is None
+
+
+def test_a_stale_writer_cannot_overwrite_a_deleted_and_recreated_aggregate(sql_database):
+    from marketpipe.domain import ConcurrencyError, SymbolBarsAggregate
+    from marketpipe.infrastructure.repositories import SqlSymbolBarsRepository
+
+    repository = SqlSymbolBarsRepository(sql_database)
+    day = date(2024, 1, 2)
+
+    async def scenario():
+        first = SymbolBarsAggregate(Symbol("AAPL"), day)
+        await repository.save(first)
+        await repository.save(first)  # version 2
+        stale = await repository.get_by_symbol_and_date(Symbol("AAPL"), day)
+        assert await repository.delete(Symbol("AAPL"), day)
+        assert await repository.get_by_symbol_and_date(Symbol("AAPL"), day) is None
+        assert not await repository.delete(Symbol("AAPL"), day)
+        again = SymbolBarsAggregate(Symbol("AAPL"), day)
+        await repository.save(again)  # created anew: its version continues past the old one's
+        await repository.save(again)
+        with pytest.raises(ConcurrencyError):
+            await repository.save(stale)  # held version 2 of the deleted aggregate
+        assert (await repository.get_by_symbol_and_date(Symbol("AAPL"), day)).version == again.version
+        with pytest.raises(ConcurrencyError):
+            await repository.save(SymbolBarsAggregate(Symbol("AAPL"), day))  # a live row exists
+
+    asyncio.run(scenario())

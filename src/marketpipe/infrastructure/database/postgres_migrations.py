@@ -118,4 +118,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "hot store keeps the lake's close time",
         "ALTER TABLE market_data ADD COLUMN close_time_ns bigint",
     ),
+    (
+        5,
+        "aggregate tombstones: a deleted aggregate keeps its version, so versions are never reused",
+        "ALTER TABLE symbol_bars_aggregates ADD COLUMN deleted boolean NOT NULL DEFAULT false",
+    ),
 ]

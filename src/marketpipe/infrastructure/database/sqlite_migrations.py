@@ -126,3 +126,11 @@ MIGRATIONS.append(
         "ALTER TABLE market_data ADD COLUMN close_time_ns INTEGER",
     )
 )
+
+MIGRATIONS.append(
+    (
+        5,
+        "aggregate tombstones: a deleted aggregate keeps its version, so versions are never reused",
+        "ALTER TABLE symbol_bars_aggregates ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE",
+    )
+)

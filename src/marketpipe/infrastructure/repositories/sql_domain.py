@@ -107,15 +107,18 @@ def json_document(value: Any) -> Any:
 
 _AGGREGATE_COLUMNS = "symbol, trading_date, interval, version, is_complete, collection_started, bar_count"
 _AGGREGATE_KEY = "symbol = ? AND trading_date = ? AND interval = ?"
+_LIVE = "NOT deleted"
 
 
 class SqlSymbolBarsRepository(SqlRepository, ISymbolBarsRepository):
     """Persists SymbolBarsAggregate state; ``save`` is an atomic compare-and-set on the version.
 
-    Creation is ``INSERT ... ON CONFLICT DO NOTHING`` (no row inserted: another writer created it first); an
-    update is ``UPDATE ... WHERE version = <loaded version>`` (no row updated: another writer saved first). Both
-    checks are single statements, atomic on SQLite (one writer at a time) and on PostgreSQL (row locks; a waiting
-    writer re-checks the condition against the committed row), so two writers of one version never both succeed.
+    Creation is an ``INSERT`` that only revives a deleted row (no row written: another writer created it first);
+    an update is ``UPDATE ... WHERE version = <loaded version>`` (no row updated: another writer saved first).
+    Both checks are single statements, atomic on SQLite (one writer at a time) and on PostgreSQL (row locks; a
+    waiting writer re-checks the condition against the committed row), so two writers of one version never both
+    succeed. Deletion leaves a tombstone that keeps counting versions, so a version number is never reused: a
+    writer still holding version 2 of a deleted and re-created aggregate cannot overwrite the new one (ABA).
 
     Raises:
         ConcurrencyError: another writer saved the aggregate after it was loaded (or created it first).
@@ -127,7 +130,7 @@ class SqlSymbolBarsRepository(SqlRepository, ISymbolBarsRepository):
     ) -> SymbolBarsAggregate | None:
         row = await self._fetch_one(
             "get symbol bars aggregate",
-            f"SELECT {_AGGREGATE_COLUMNS} FROM symbol_bars_aggregates WHERE {_AGGREGATE_KEY}",
+            f"SELECT {_AGGREGATE_COLUMNS} FROM symbol_bars_aggregates WHERE {_AGGREGATE_KEY} AND {_LIVE}",
             (Symbol(symbol).value, _day(trading_date), Interval(interval).value),
         )
         return None if row is None else _aggregate_from_row(row)
@@ -137,37 +140,47 @@ class SqlSymbolBarsRepository(SqlRepository, ISymbolBarsRepository):
         state = (aggregate.is_complete, aggregate.collection_started, aggregate.bar_count)
         expected = aggregate.version
         with wrap_errors("save symbol bars aggregate"):
-            await self._db.run(self._compare_and_set, key, state, expected)
-        aggregate.mark_saved(expected + 1)
+            version = await self._db.run(self._compare_and_set, key, state, expected)
+        aggregate.mark_saved(version)
 
-    def _compare_and_set(self, key: tuple[str, str, str], state: tuple[bool, bool, int], expected: int) -> None:
+    def _compare_and_set(self, key: tuple[str, str, str], state: tuple[bool, bool, int], expected: int) -> int:
+        """Write the state if the stored version is still ``expected``; returns the new version."""
         with self._db.transaction() as session:
             if expected == 0:
-                inserted = session.execute(
+                created = session.fetch_one(
                     "INSERT INTO symbol_bars_aggregates (symbol, trading_date, interval, version, is_complete, "
                     "collection_started, bar_count) VALUES (?, ?, ?, 1, ?, ?, ?) "
-                    "ON CONFLICT (symbol, trading_date, interval) DO NOTHING",
+                    "ON CONFLICT (symbol, trading_date, interval) DO UPDATE SET deleted = FALSE, "
+                    "version = symbol_bars_aggregates.version + 1, is_complete = excluded.is_complete, "
+                    "collection_started = excluded.collection_started, bar_count = excluded.bar_count, "
+                    "updated_at = CURRENT_TIMESTAMP WHERE symbol_bars_aggregates.deleted RETURNING version",
                     (*key, *state),
                 )
-                if inserted != 1:
+                if created is None:
                     raise ConcurrencyError(
                         f"Aggregate {'/'.join(key)} was created by another writer; reload it and retry"
                     )
-                return
+                return int(created[0])
             updated = session.execute(
                 "UPDATE symbol_bars_aggregates SET version = version + 1, is_complete = ?, collection_started = ?, "
-                f"bar_count = ?, updated_at = CURRENT_TIMESTAMP WHERE {_AGGREGATE_KEY} AND version = ?",
+                f"bar_count = ?, updated_at = CURRENT_TIMESTAMP WHERE {_AGGREGATE_KEY} AND {_LIVE} AND version = ?",
                 (*state, *key, expected),
             )
             if updated != 1:
-                row = session.fetch_one(f"SELECT version FROM symbol_bars_aggregates WHERE {_AGGREGATE_KEY}", key)
+                row = session.fetch_one(
+                    f"SELECT version FROM symbol_bars_aggregates WHERE {_AGGREGATE_KEY} AND {_LIVE}", key
+                )
                 raise ConcurrencyError(
                     f"Aggregate {'/'.join(key)} has been modified by another process. "
                     f"Expected version {expected}, found {row[0] if row else 'none (deleted)'}"
                 )
+            return expected + 1
 
     async def find_incomplete_aggregates(self, interval: str | None = None) -> list[SymbolBarsAggregate]:
-        query = f"SELECT {_AGGREGATE_COLUMNS} FROM symbol_bars_aggregates WHERE collection_started AND NOT is_complete"
+        query = (
+            f"SELECT {_AGGREGATE_COLUMNS} FROM symbol_bars_aggregates "
+            f"WHERE collection_started AND NOT is_complete AND {_LIVE}"
+        )
         params: tuple[Any, ...] = ()
         if interval is not None:
             query += " AND interval = ?"
@@ -180,7 +193,8 @@ class SqlSymbolBarsRepository(SqlRepository, ISymbolBarsRepository):
     async def delete(self, symbol: Symbol, trading_date: date, interval: str = "1m") -> bool:
         deleted = await self._execute(
             "delete symbol bars aggregate",
-            f"DELETE FROM symbol_bars_aggregates WHERE {_AGGREGATE_KEY}",
+            "UPDATE symbol_bars_aggregates SET deleted = TRUE, version = version + 1, updated_at = CURRENT_TIMESTAMP "
+            f"WHERE {_AGGREGATE_KEY} AND {_LIVE}",
             (Symbol(symbol).value, _day(trading_date), Interval(interval).value),
         )
         return deleted > 0
