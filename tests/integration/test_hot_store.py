@@ -637,3 +637,20 @@ def test_the_seed_import_path():
     assert {"SqlDatabase", "SqlSession", "HotStore", "HotSeries", "open_database", "open_hot_store"} <= set(
         database.__all__
     )
+
+
+def test_new_bars_copied_directly_fall_back_to_the_upsert_when_others_stored_them_first(store, sql_database):
+    """The append fast path (COPY straight into market_data) must still merge if bars appear after its probe."""
+    first = bars(periods=30).assign(symbol="BTCUSDT", interval="1m")
+    store.insert_market_data(first)
+    overlapping = bars(T0 + 20 * MINUTE, 30, seed=9).assign(symbol="BTCUSDT", interval="1m")
+    store._holds_any = lambda session, batches: False  # as if a concurrent writer committed after the probe
+    try:
+        assert store.insert_market_data(overlapping) == 30
+    finally:
+        del store._holds_any
+    stored = stored_bars(sql_database)
+    assert len(stored) == 50 and stored["ts_ns"].is_unique
+    got = store.get_market_data("BTCUSDT", "1m", T0, T0 + timedelta(hours=1))
+    np.testing.assert_array_equal(got["close"].to_numpy()[20:], overlapping["close"].to_numpy())
+    np.testing.assert_array_equal(got["close"].to_numpy()[:20], first["close"].to_numpy()[:20])

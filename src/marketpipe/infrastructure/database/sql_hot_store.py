@@ -153,6 +153,23 @@ class SqlHotStore(HotStore):
     def _after_bulk_write(self, rows: int) -> None:
         """Called after an insert has committed ``rows`` rows (PostgreSQL refreshes planner statistics)."""
 
+    def _write(self, session: SqlSession, batches: Sequence[StagedBars], low: int, high: int) -> None:
+        """Upsert ``batches`` (times within ``[low, high]`` ns): stage them, then one INSERT ... ON CONFLICT."""
+        self._stage(session, batches)
+        session.execute(self._upsert_sql, (self._timestamp_param(low), self._timestamp_param(high)))
+
+    def _holds_any(self, session: SqlSession, batches: Sequence[StagedBars]) -> bool:
+        """Whether the store has a bar of any batch's series within that batch's time span (an index probe)."""
+        for batch in batches:
+            first, last = int(batch.ts_ns[0]), int(batch.ts_ns[-1])
+            row = session.fetch_one(
+                f"SELECT 1 FROM market_data WHERE symbol = ? AND {IV} = ? AND {TS} >= ? AND {TS} <= ? LIMIT 1",
+                (batch.symbol, batch.interval, self._timestamp_param(first), self._timestamp_param(last)),
+            )
+            if row is not None:
+                return True
+        return False
+
     def _stage(self, session: SqlSession, batches: Sequence[StagedBars]) -> None:
         """Create the staging table and fill it with ``batches`` (generic: one executemany)."""
         for statement in self.stage_ddl:
@@ -196,8 +213,7 @@ class SqlHotStore(HotStore):
             return 0
         low, high = _ts_span(batches)
         with self._transaction("insert market data") as session:
-            self._stage(session, batches)
-            session.execute(self._upsert_sql, (self._timestamp_param(low), self._timestamp_param(high)))
+            self._write(session, batches, low, high)
         rows = sum(batch.rows for batch in batches)
         self._after_bulk_write(rows)
         return rows

@@ -1,10 +1,11 @@
 """The PostgreSQL hot store (production: Supabase, or any PostgreSQL server): bulk writes and reads by binary COPY.
 
-Writes stream the bars into a temporary staging table with ``COPY ... FROM STDIN (FORMAT binary)`` (the rows are
-built column-wise with numpy, no Python object per value) and then run ONE ``INSERT ... SELECT ... ON CONFLICT DO
-UPDATE``; reads come back through ``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` straight into numpy. Floats travel
-as IEEE doubles both ways (bit-exact), timestamps as PostgreSQL's int64 microseconds. See
-``benchmarks/hot_store_insert.py`` for measured rates against row-batch inserts.
+Writes stream the bars with ``COPY ... FROM STDIN (FORMAT binary)`` (the rows are built column-wise with numpy, no
+Python object per value): straight into ``market_data`` when they are new (an append), otherwise into a temporary
+staging table followed by ONE ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; reads come back through
+``COPY (SELECT ...) TO STDOUT (FORMAT binary)`` straight into numpy. Floats travel as IEEE doubles both ways
+(bit-exact), timestamps as PostgreSQL's int64 microseconds. See ``benchmarks/hot_store_insert.py`` for measured
+rates against row-batch inserts.
 """
 
 from __future__ import annotations
@@ -215,12 +216,32 @@ class SupabaseClient(SqlHotStore):
         except RepositoryError as exc:
             log.warning("%s", exc)
 
+    def _write(self, session: SqlSession, batches: Sequence[StagedBars], low: int, high: int) -> None:
+        """New bars (nothing stored in their span, the usual append) are COPYed straight into ``market_data``;
+        anything else, or a concurrent writer storing some of them first, takes the staged upsert.
+
+        The direct COPY runs under a savepoint: a unique violation (another transaction committed one of these
+        bars after the probe) rolls back only that attempt, and the upsert then merges the bars correctly.
+        """
+        if not self._holds_any(session, batches):
+            try:
+                with _connection(session).transaction():  # a SAVEPOINT inside the insert's transaction
+                    self._copy(session, "market_data", batches)
+                return
+            except psycopg.errors.UniqueViolation:
+                log.debug("bars appeared while inserting; upserting instead")
+        super()._write(session, batches, low, high)
+
     def _stage(self, session: SqlSession, batches: Sequence[StagedBars]) -> None:
         for statement in self.stage_ddl:
             session.execute(statement)
+        self._copy(session, STAGE_TABLE, batches)
+
+    def _copy(self, session: SqlSession, table: str, batches: Sequence[StagedBars]) -> None:
+        """Binary COPY of ``batches`` into ``table`` (the staging table or ``market_data``: same column names)."""
         with (
             _connection(session).cursor() as cursor,
-            cursor.copy(f"COPY {STAGE_TABLE} ({column_list(STAGE_COLUMNS)}) FROM STDIN (FORMAT binary)") as copy,
+            cursor.copy(f"COPY {table} ({column_list(STAGE_COLUMNS)}) FROM STDIN (FORMAT binary)") as copy,
         ):
             copy.write(COPY_HEADER)
             for batch in batches:
