@@ -128,3 +128,25 @@ def test_a_stale_writer_cannot_overwrite_a_deleted_and_recreated_aggregate(sql_d
             await repository.save(SymbolBarsAggregate(Symbol("AAPL"), day))  # a live row exists
 
     asyncio.run(scenario())
+
+
+def test_big_bar_counts_fit_and_resaved_jobs_take_the_new_process(sql_database, tmp_path):
+    from marketpipe.domain import SymbolBarsAggregate
+    from marketpipe.infrastructure.database.sqlite_database import SqliteDatabase
+    from marketpipe.infrastructure.repositories import SqlSymbolBarsRepository
+
+    async def scenario():
+        aggregate = SymbolBarsAggregate.restore(  # integer on PostgreSQL would overflow; bigint since migration 6
+            "AAPL", date(2024, 1, 2), "1m", version=0, is_complete=False, collection_started=True, bar_count=2**40
+        )
+        await SqlSymbolBarsRepository(sql_database).save(aggregate)
+        stored = await SqlSymbolBarsRepository(sql_database).get_by_symbol_and_date(Symbol("AAPL"), date(2024, 1, 2))
+        assert stored.bar_count == 2**40
+        jobs = SqlIngestionRepository(sql_database)
+        await jobs.save_job(IngestionJob(job_id="j", source="binance", request={}, pid=1, hostname="a"))
+        await jobs.save_job(IngestionJob(job_id="j", source="binance", request={"resumed": True}, pid=2, hostname="b"))
+        job = await jobs.get_job("j")
+        assert (job.pid, job.hostname, job.request) == (2, "b", {"resumed": True})
+
+    asyncio.run(scenario())
+    assert SqliteDatabase(f"sqlite:///{tmp_path / 'x.db'}").path == tmp_path / "x.db"  # a URL names the same file

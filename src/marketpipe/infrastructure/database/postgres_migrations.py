@@ -123,4 +123,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "aggregate tombstones: a deleted aggregate keeps its version, so versions are never reused",
         "ALTER TABLE symbol_bars_aggregates ADD COLUMN deleted boolean NOT NULL DEFAULT false",
     ),
+    (
+        6,
+        "aggregate version and bar_count as bigint (SQLite integers are 64-bit already)",
+        "ALTER TABLE symbol_bars_aggregates ALTER COLUMN version TYPE bigint, ALTER COLUMN bar_count TYPE bigint",
+    ),
 ]

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from marketpipe.config import SQLITE_PREFIX
 from marketpipe.domain.errors import InvalidInputError, RepositoryError
 from marketpipe.infrastructure.database.sql_database import Row, SqlDatabase, SqlSession
 from marketpipe.infrastructure.database.sqlite_migrations import MIGRATIONS
@@ -65,9 +66,12 @@ class SqliteDatabase(SqlDatabase):
     dialect = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        if str(path).startswith(":memory:") or str(path) == "":
+        text = os.fspath(path)
+        if text.startswith(SQLITE_PREFIX):  # a MARKETPIPE_DB_URL-style URL names the same file
+            text = text[len(SQLITE_PREFIX) :]
+        if text.startswith(":memory:") or text == "":
             raise InvalidInputError("SqliteDatabase needs a file path: every operation opens its own connection")
-        self.path = Path(path)
+        self.path = Path(text)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 

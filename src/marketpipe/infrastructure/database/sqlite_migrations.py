@@ -134,3 +134,8 @@ MIGRATIONS.append(
         "ALTER TABLE symbol_bars_aggregates ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE",
     )
 )
+
+
+# Version 6 widens two PostgreSQL columns to bigint; SQLite integers are already 64-bit, so nothing changes here
+# (the no-op keeps both schemas at the same version number).
+MIGRATIONS.append((6, "aggregate version and bar_count as 64-bit integers (already so in SQLite)", "SELECT 1"))

@@ -27,8 +27,9 @@ class SqlIngestionRepository(SqlRepository, IIngestionRepository):
         await self._execute(
             "save ingestion job",
             f"INSERT INTO ingestion_jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, counts = excluded.counts, "
-            "errors = excluded.errors, finished_at = excluded.finished_at",
+            "ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, request = excluded.request, "
+            "counts = excluded.counts, errors = excluded.errors, pid = excluded.pid, hostname = excluded.hostname, "
+            "finished_at = excluded.finished_at",
             (
                 job.job_id,
                 job.source,
