@@ -1,12 +1,21 @@
 PY ?= .venv/bin/python
 
-.PHONY: install test lint format reliability bench demo clean
+.PHONY: install test test-pandas2 lint format reliability bench bench-quick demo clean
 
 install:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 
 test:
 	$(PY) -m pytest
+
+# The suite again on pandas 2.x (marketpipe supports pandas 2.2+ and 3.x; the main venv resolves pandas 3).
+.venv-pandas2/.installed: pyproject.toml
+	python3 -m venv .venv-pandas2
+	.venv-pandas2/bin/pip install -e '.[dev]' 'pandas>=2.2,<3'
+	touch $@
+
+test-pandas2: .venv-pandas2/.installed
+	.venv-pandas2/bin/python -m pytest -q -p no:cacheprovider
 
 lint:
 	$(PY) -m ruff check src tests benchmarks
@@ -20,9 +29,10 @@ reliability:
 	$(PY) -m pytest -m slow --run-slow -q
 
 bench:
-	$(PY) benchmarks/query_speedups.py
-	$(PY) benchmarks/ingest_throughput.py
-	$(PY) benchmarks/hot_store_insert.py
+	$(PY) benchmarks/run.py
+
+bench-quick:
+	$(PY) benchmarks/run.py --quick
 
 demo:
 	.venv/bin/marketpipe demo

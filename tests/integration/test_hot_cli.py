@@ -122,8 +122,13 @@ def test_hot_status_on_an_empty_store_and_user_errors(env, tmp_path):
 
 
 def test_ingest_binance_to_hot_splits_at_the_cutoff_and_keeps_its_own_checkpoints(env, tmp_path):
+    # The split is only visible when the cutoff falls inside an archive: 30 days ago is the 1st of a month on
+    # about one day a month (e.g. on December 1st), and then the day before is taken as the cutoff instead.
+    hot_days = 31 if (TODAY - timedelta(days=30)).day == 1 else 30
+    cutoff = TODAY - timedelta(days=hot_days)
+    env = {**env, "MARKETPIPE_HOT_DAYS": str(hot_days)}
     mirror = tmp_path / "mirror"
-    first_month = (CUTOFF - timedelta(days=40)).replace(day=1)
+    first_month = (cutoff - timedelta(days=40)).replace(day=1)
     build_mirror(mirror, ["BTCUSDT"], ["1h"], first_month, TODAY, daily_from=TODAY.replace(day=1))
     with ArchiveServer(mirror) as server:
         args = ["ingest", "binance", "BTCUSDT", "-i", "1h", "--base-url", server.base_url, "--to", "hot"]
@@ -131,11 +136,13 @@ def test_ingest_binance_to_hot_splits_at_the_cutoff_and_keeps_its_own_checkpoint
         assert result.exit_code == 0, result.output
         with open_hot_store(db_url(env)) as store:
             hot = store.get_market_data("BTCUSDT", "1h", first_month, TODAY)
-        assert hot["timestamp"].min() == pd.Timestamp(CUTOFF, tz="UTC")
+        assert hot["timestamp"].min() == pd.Timestamp(cutoff, tz="UTC")
         assert hot["timestamp"].max() == pd.Timestamp(TODAY, tz="UTC") - pd.Timedelta(hours=1)
         lake = ParquetManager(tmp_path / "data" / "lake").read_date_range("BTCUSDT", "1h", first_month, TODAY)
-        # The archive holding the cutoff was stored whole: its bars before the cutoff went to the lake.
-        assert len(lake) and lake["timestamp"].max() < pd.Timestamp(CUTOFF, tz="UTC")
+        # The archive holding the cutoff (its month's) was stored whole: its bars before the cutoff went to the lake.
+        assert len(lake) == (cutoff.day - 1) * 24
+        assert lake["timestamp"].min() == pd.Timestamp(cutoff.replace(day=1), tz="UTC")
+        assert lake["timestamp"].max() == pd.Timestamp(cutoff, tz="UTC") - pd.Timedelta(hours=1)
 
         downloads = server.count("*.zip")
         again = invoke(env, *args)
@@ -143,8 +150,8 @@ def test_ingest_binance_to_hot_splits_at_the_cutoff_and_keeps_its_own_checkpoint
         assert server.count("*.zip") == downloads  # checkpoints: nothing fetched again
         # The lake's own ingestion does not skip archives because the hot store has them.
         result = invoke(
-            env, "ingest", "binance", "BTCUSDT", "-i", "1h", "--base-url", server.base_url, "--start", str(CUTOFF)
+            env, "ingest", "binance", "BTCUSDT", "-i", "1h", "--base-url", server.base_url, "--start", str(cutoff)
         )
         assert result.exit_code == 0, result.output
-    lake = ParquetManager(tmp_path / "data" / "lake").read_date_range("BTCUSDT", "1h", CUTOFF, TODAY)
-    assert lake["timestamp"].min() == pd.Timestamp(CUTOFF, tz="UTC")
+    lake = ParquetManager(tmp_path / "data" / "lake").read_date_range("BTCUSDT", "1h", cutoff, TODAY)
+    assert lake["timestamp"].min() == pd.Timestamp(cutoff, tz="UTC")

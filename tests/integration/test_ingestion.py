@@ -151,29 +151,33 @@ RUN_SCRIPT = textwrap.dedent(
 
 
 def run_ingest_process(server, data_dir, kill_after=None):
+    """Seconds the ingestion ran (after start-up), or None if it was still running after ``kill_after`` and killed."""
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN_SCRIPT, server.base_url, str(data_dir)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "started"
+    began = time.monotonic()
     if kill_after is None:
         assert proc.stdout.read().strip() == "done"
         assert proc.wait(300) == 0
-        return True
+        return time.monotonic() - began
     time.sleep(kill_after)
     if proc.poll() is not None:
-        return False
+        return time.monotonic() - began
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
-    return True
+    return None
 
 
 def test_sigkill_mid_ingest_then_resume_equals_an_uninterrupted_run(server, tmp_path):
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
-    run_ingest_process(server, reference_dir)
+    seconds = run_ingest_process(server, reference_dir)
     rng = random.Random(7)
     kills = 0
+    # Kill times are shares of a whole run on this machine (the first about a third), so a kill lands mid-run
+    # however fast the machine and the ingestion are.
     for _ in range(4):
-        kills += run_ingest_process(server, resumed_dir, kill_after=rng.uniform(0.3, 2.5))
+        kills += run_ingest_process(server, resumed_dir, kill_after=seconds * rng.uniform(0.1, 0.9)) is None
     run_ingest_process(server, resumed_dir)
     assert kills >= 1
     for symbol in SYMBOLS:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame
+from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
 from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
 from marketpipe.infrastructure.storage.lake_layout import LakeFile
 
@@ -32,11 +32,14 @@ def read_bar_files(
     start_ns: int | None = None,
     end_ns: int | None = None,
     keep_duplicates: bool = False,
+    timestamps: bool = False,
 ) -> pd.DataFrame:
     """Bars of ``files`` with ``start_ns <= ts_ns < end_ns``, sorted by ``ts_ns``, one row per timestamp.
 
     ``columns`` selects columns (``ts_ns`` is always included). ``keep_duplicates=True`` returns every stored
-    row (for quality reports). Raises SchemaError for unknown columns and StorageError for unreadable files.
+    row (for quality reports). ``timestamps=True`` returns ``ts_ns`` as a first column ``timestamp``
+    (datetime64[ns, UTC]), converted in Arrow without copying. Raises SchemaError for unknown columns and
+    StorageError for unreadable files.
     """
     if columns is not None:
         if not all(isinstance(c, str) for c in columns):
@@ -45,7 +48,8 @@ def read_bar_files(
     for attempt in range(1, READ_ATTEMPTS + 1):
         present = files if attempt == 1 else [f for f in files if f.path.exists()]
         if not present:
-            return empty_bar_frame(columns)
+            empty = empty_bar_frame(columns)
+            return ns_to_timestamps(empty) if timestamps else empty
         try:
             table = _scan(present, columns, start_ns, end_ns, keep_duplicates)
             break
@@ -53,6 +57,9 @@ def read_bar_files(
             # A concurrent delete (and maybe re-write) may have swapped a listed file: retry with what is there.
             if attempt == READ_ATTEMPTS:
                 raise StorageError(f"Cannot read lake files: {exc}") from exc
+    if timestamps:
+        stamps = table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("ns", tz="UTC"))
+        table = table.drop_columns([TIMESTAMP_COLUMN]).add_column(0, "timestamp", stamps)
     return table.to_pandas()
 
 
@@ -60,8 +67,8 @@ def _scan(
     files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None, keep_duplicates: bool
 ) -> pa.Table:
     paths = [str(f.path) for f in files]
-    if len(paths) == 1:
-        tables = [_read_one(paths[0], columns, start_ns, end_ns)]
+    if len(paths) == 1:  # one file: its columns are decoded in parallel instead
+        tables = [_read_one(paths[0], columns, start_ns, end_ns, use_threads=True)]
     else:
         with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
             tables = list(pool.map(lambda path: _read_one(path, columns, start_ns, end_ns), paths))
@@ -82,18 +89,25 @@ def _scan(
     return table
 
 
-def _read_one(path: str, columns: list[str] | None, start_ns: int | None, end_ns: int | None) -> pa.Table:
+def _read_one(
+    path: str, columns: list[str] | None, start_ns: int | None, end_ns: int | None, *, use_threads: bool = False
+) -> pa.Table:
     """One file's rows in ``[start_ns, end_ns)``: row groups chosen by statistics, edges cut by binary search.
 
     Files declaring ``sorting_columns = ts_ns`` (every file marketpipe writes) need no per-row filter; other files
     are filtered row by row.
     """
     with pq.ParquetFile(path) as parquet:
-        return _read_open(parquet, columns, start_ns, end_ns)
+        return _read_open(parquet, columns, start_ns, end_ns, use_threads=use_threads)
 
 
 def _read_open(
-    parquet: pq.ParquetFile, columns: list[str] | None, start_ns: int | None, end_ns: int | None
+    parquet: pq.ParquetFile,
+    columns: list[str] | None,
+    start_ns: int | None,
+    end_ns: int | None,
+    *,
+    use_threads: bool = False,
 ) -> pa.Table:
     metadata = parquet.metadata
     names = parquet.schema_arrow.names
@@ -112,7 +126,7 @@ def _read_open(
             continue
         groups.append(i)
     wanted = None if columns is None else [c for c in columns if c in names]
-    table = parquet.read_row_groups(groups, columns=wanted, use_threads=False)
+    table = parquet.read_row_groups(groups, columns=wanted, use_threads=use_threads)
     if start_ns is None and end_ns is None:
         return table
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()

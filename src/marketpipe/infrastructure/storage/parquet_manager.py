@@ -16,15 +16,17 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, ns_to_timestamps, timestamps_to_ns, validate_bar_frame
+from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, timestamps_to_ns, validate_bar_frame
 from marketpipe.domain.errors import DataValidationError, InvalidInputError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
-from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
+from marketpipe.infrastructure.storage.atomic import list_dir, path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
     Granularity,
     LakeFile,
     PartitionKey,
+    hive_value,
     iter_lake_files,
+    parse_period,
     remove_empty_dirs,
 )
 from marketpipe.infrastructure.storage.lake_reader import read_bar_files
@@ -87,7 +89,7 @@ class ParquetManager:
                 merged = pd.concat([existing, new], ignore_index=True)
                 merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
                 new = validate_bar_frame(merged)
-            table = pa.Table.from_pandas(new, preserve_index=False)
+            table = pa.Table.from_pandas(new, preserve_index=False, nthreads=1)
             self._options.write(table, target)
         log.debug("wrote %d bars to %s", table.num_rows, target)
         return target
@@ -96,7 +98,7 @@ class ParquetManager:
         """All bars of one month (empty frame if the month is not stored)."""
         key = PartitionKey.month(interval, symbol, year, month)
         path = key.path_under(self._root)
-        return ns_to_timestamps(read_bar_files([LakeFile(key, path, 0)] if path.exists() else []))
+        return read_bar_files([LakeFile(key, path, 0)] if path.exists() else [], timestamps=True)
 
     def read_date_range(
         self,
@@ -114,13 +116,13 @@ class ParquetManager:
         start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
         if end_ns < start_ns:
             raise InvalidInputError(f"end {end} precedes start {start}")
-        files = [f for f in self._month_files(symbol, interval) if f.key.overlaps(start_ns, end_ns)]
+        files = self._month_files(symbol, interval, start_ns, end_ns)
         wanted = None if columns is None else [TIMESTAMP_COLUMN if c == "timestamp" else c for c in columns]
-        return ns_to_timestamps(read_bar_files(files, columns=wanted, start_ns=start_ns, end_ns=end_ns))
+        return read_bar_files(files, columns=wanted, start_ns=start_ns, end_ns=end_ns, timestamps=True)
 
     def list_partitions(self, symbol: str, interval: str) -> list[tuple[int, int]]:
         """Stored months as ``(year, month)``, oldest first."""
-        return [(f.period.year, f.period.month) for f in self._month_files(symbol, interval)]
+        return [(f.period.year, f.period.month) for f in self._month_files(symbol, interval) if f.path.exists()]
 
     def list_symbols(self, interval: str | None = None) -> list[str]:
         return sorted({f.symbol for f in iter_lake_files(self._root, frame=interval, granularity=Granularity.MONTH)})
@@ -137,8 +139,23 @@ class ParquetManager:
         remove_empty_dirs(path.parent, stop=self._root)
         return True
 
-    def _month_files(self, symbol: str, interval: str) -> list[LakeFile]:
-        return list(iter_lake_files(self._root, frame=interval, symbol=symbol, granularity=Granularity.MONTH))
+    def _month_files(
+        self, symbol: str, interval: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> list[LakeFile]:
+        """Month files of a series overlapping ``[start_ns, end_ns)``, oldest first, from one directory listing.
+
+        A month directory may hold no file (a concurrent delete); readers skip files that are gone.
+        """
+        symbol_dir = self._root / PartitionKey.month(interval, symbol, 1970, 1).relative_dir.parent
+        files = []
+        for period_dir in list_dir(symbol_dir, "date=*"):
+            parsed = parse_period(hive_value(period_dir, "date") or "")
+            if parsed is None or parsed[1] is not Granularity.MONTH:
+                continue
+            key = PartitionKey.month(interval, symbol, parsed[0].year, parsed[0].month)
+            if key.overlaps(start_ns, end_ns):
+                files.append(LakeFile(key, key.path_under(self._root), 0))
+        return files
 
     def __repr__(self) -> str:
         return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
