@@ -1,8 +1,9 @@
-"""Hot-store write and read rates: SupabaseClient (binary COPY + one upsert) against the seed's batched executemany.
+"""Hot-store write and read rates: SupabaseClient (binary COPY, only what changed written) against the seed's method.
 
-Run: ``python benchmarks/hot_store_insert.py [--rows 1000000] [--quick]``. Creates a fresh PostgreSQL database on
-the server of ``MARKETPIPE_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``; dropped
-afterwards) and measures, in the same run on the same bars (1m bars with trade count and quote/taker volumes):
+Run: ``python benchmarks/hot_store_insert.py [--rows 1000000] [--quick] [--repeat 3]``. Creates a fresh PostgreSQL
+database on the server of ``MARKETPIPE_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``;
+dropped afterwards) and measures, in the same run on the same bars (1m bars with trade count and quote/taker
+volumes):
 
 - inserting N new bars: ``SupabaseClient.insert_market_data`` vs the seed's method (psycopg ``executemany`` of
   ``INSERT ... ON CONFLICT DO UPDATE`` in batches of 1000 rows, one commit per batch);
@@ -10,8 +11,10 @@ afterwards) and measures, in the same run on the same bars (1m bars with trade c
 - reading the N bars back with ``get_market_data`` (and, for reference, a plain psycopg ``fetchall``);
 - ``SqliteHotStore`` doing the same, for reference.
 
-Prints a table and writes ``benchmarks/results/hot_store_insert.json``. Each case runs once (a million-row upsert
-is long enough to time); the ratios compare cases of the same run.
+Every case starts alike (table emptied or left as the previous case stored it, dirty pages flushed). With
+``--repeat N`` each PostgreSQL case runs N times, the seed's and SupabaseClient's runs of a pair interleaved (so a
+noisy neighbour hits both alike), and the table shows medians. Prints a table and writes
+``benchmarks/results/hot_store_insert.json`` (every run's seconds too).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -108,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="100,000 rows")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each PostgreSQL case (median shown)")
     args = parser.parse_args()
     rows = 100_000 if args.quick else args.rows
     bars, changed = make_bars(rows, seed=1), make_bars(rows, seed=2)
@@ -117,43 +122,46 @@ def main() -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    seconds: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
     console = Console()
+
+    def run(label: str, func: Callable[[], object], *, empty: bool = False, url: str | None = url) -> None:
+        if url is not None:
+            prepare(url, empty=empty)
+        runs.setdefault(label, []).append(timed(func))
+        console.print(f"{label}: {runs[label][-1]:.2f} s")
+
     try:
         with SupabaseClient(url=url) as client, tempfile.TemporaryDirectory() as tmp:
             client.database.schema_version()
-            pg_cases: list[tuple[str, bool, Callable[[], object]]] = [
-                ("insert new, seed executemany x1000", True, lambda: seed_insert(url, bars)),
-                ("insert new, SupabaseClient", True, upsert(client, bars)),
-                ("upsert same again, seed executemany x1000", False, lambda: seed_insert(url, bars)),
-                ("upsert same again, SupabaseClient", False, upsert(client, bars)),
-                ("upsert all changed, SupabaseClient", False, upsert(client, changed)),
-                (
-                    "read all, SupabaseClient.get_market_data",
-                    False,
-                    lambda: client.get_market_data(SYMBOL, INTERVAL, *far),
-                ),
-                ("read all, psycopg fetchall (reference)", False, lambda: plain_fetchall(url)),
-            ]
-            for label, empty, func in pg_cases:
-                prepare(url, empty=empty)
-                seconds[label] = timed(func)
-                console.print(f"{label}: {seconds[label]:.2f} s")
+            for _ in range(args.repeat):  # each pair interleaved: the seed's run, then ours
+                run("insert new, seed executemany x1000", lambda: seed_insert(url, bars), empty=True)
+                run("insert new, SupabaseClient", upsert(client, bars), empty=True)
+            for _ in range(args.repeat):
+                run("upsert same again, seed executemany x1000", lambda: seed_insert(url, bars))
+                run("upsert same again, SupabaseClient", upsert(client, bars))
+            for attempt in range(args.repeat):
+                if attempt:
+                    client.insert_market_data(bars, symbol=SYMBOL, interval=INTERVAL)  # untimed: back to `bars`
+                run("upsert all changed, SupabaseClient", upsert(client, changed))
+            for _ in range(args.repeat):
+                run("read all, SupabaseClient.get_market_data", lambda: client.get_market_data(SYMBOL, INTERVAL, *far))
+                run("read all, psycopg fetchall (reference)", lambda: plain_fetchall(url))
             with SqliteHotStore(Path(tmp) / "hot.db") as sqlite:
-                sqlite_cases: dict[str, Callable[[], object]] = {
-                    "insert new, SqliteHotStore": upsert(sqlite, bars),
-                    "upsert same again, SqliteHotStore": upsert(sqlite, bars),
-                    "read all, SqliteHotStore.get_market_data": lambda: sqlite.get_market_data(SYMBOL, INTERVAL, *far),
-                }
-                for label, func in sqlite_cases.items():
-                    seconds[label] = timed(func)
-                    console.print(f"{label}: {seconds[label]:.2f} s")
+                run("insert new, SqliteHotStore", upsert(sqlite, bars), url=None)
+                run("upsert same again, SqliteHotStore", upsert(sqlite, bars), url=None)
+                run(
+                    "read all, SqliteHotStore.get_market_data",
+                    lambda: sqlite.get_market_data(SYMBOL, INTERVAL, *far),
+                    url=None,
+                )
             stored = client.get_latest_market_data(SYMBOL, INTERVAL, 1)
             assert stored["close"].iloc[0] == changed["close"].iloc[-1], "the last upsert is what is stored"
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
+    seconds = {label: statistics.median(times) for label, times in runs.items()}
     ratios = {
         "insert_new_vs_seed": seconds["insert new, seed executemany x1000"] / seconds["insert new, SupabaseClient"],
         "upsert_same_vs_seed": seconds["upsert same again, seed executemany x1000"]
@@ -162,7 +170,8 @@ def main() -> None:
         / seconds["read all, SupabaseClient.get_market_data"],
     }
     seed_new = seconds["insert new, seed executemany x1000"]
-    table = Table(title=f"Hot store, {rows:,} 1m bars, PostgreSQL {server_version(ADMIN_URL)}")
+    runs_note = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    table = Table(title=f"Hot store, {rows:,} 1m bars, PostgreSQL {server_version(ADMIN_URL)}{runs_note}")
     for column in ("case", "seconds", "rows/s", "x seed insert"):
         table.add_column(column, justify="left" if column == "case" else "right")
     for label, value in seconds.items():
@@ -174,7 +183,9 @@ def main() -> None:
     report = {
         "versions": {"marketpipe": marketpipe.__version__, "psycopg": psycopg.__version__, "pandas": pd.__version__},
         "rows": rows,
+        "repeat": args.repeat,
         "seconds": seconds,
+        "runs_seconds": runs,
         "rows_per_second": {label: rows / value for label, value in seconds.items()},
         "ratios": ratios,
     }

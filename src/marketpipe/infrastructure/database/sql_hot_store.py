@@ -8,8 +8,8 @@ of overlapping frames lock rows in the same order and cannot deadlock each other
 
 Dialect hooks (see :class:`SqliteHotStore` and :class:`SupabaseClient`): how a timestamp is stored (SQLite: integer
 nanoseconds; PostgreSQL: ``timestamptz``, microseconds), the NULL-safe comparison operators, JSON casts, the
-staging-table DDL, and optionally a faster bulk path for :meth:`SqlHotStore._stage` and
-:meth:`SqlHotStore._fetch_bars` (PostgreSQL uses binary COPY for both).
+staging-table DDL, and optionally faster bulk paths for :meth:`SqlHotStore._write`, :meth:`SqlHotStore._stage` and
+:meth:`SqlHotStore._fetch_bars` (PostgreSQL uses binary COPY for all three, and writes only new or changed bars).
 """
 
 from __future__ import annotations
@@ -107,6 +107,14 @@ class StagedBars:
     def rows(self) -> int:
         return len(self.ts_ns)
 
+    def subset(self, keep: np.ndarray) -> StagedBars:
+        """The rows where the boolean mask ``keep`` is true (still in time order)."""
+        columns = {
+            name: (values[keep], None if nulls is None or not nulls[keep].any() else nulls[keep])
+            for name, (values, nulls) in self.columns.items()
+        }
+        return StagedBars(self.symbol, self.interval, self.ts_ns[keep], columns)
+
 
 class SqlHotStore(HotStore):
     """:class:`HotStore` on a :class:`SqlDatabase`; subclasses supply the dialect hooks.
@@ -150,13 +158,19 @@ class SqlHotStore(HotStore):
     def _check_timestamps(self, ts_ns: np.ndarray) -> None:
         """Refuse (DataValidationError) bar timestamps this backend cannot store exactly."""
 
-    def _after_bulk_write(self, rows: int) -> None:
-        """Called after an insert has committed ``rows`` rows (PostgreSQL refreshes planner statistics)."""
+    def _after_bulk_write(self, written: int) -> None:
+        """Called after an insert has committed; ``written`` rows were inserted or changed (identical rows skipped).
 
-    def _write(self, session: SqlSession, batches: Sequence[StagedBars], low: int, high: int) -> None:
-        """Upsert ``batches`` (times within ``[low, high]`` ns): stage them, then one INSERT ... ON CONFLICT."""
+        PostgreSQL refreshes planner statistics after a large write.
+        """
+
+    def _write(self, session: SqlSession, batches: Sequence[StagedBars], low: int, high: int) -> int:
+        """Upsert ``batches`` (times within ``[low, high]`` ns): stage them, then one INSERT ... ON CONFLICT.
+
+        Returns how many rows were inserted or changed (rows stored identically are skipped, not counted).
+        """
         self._stage(session, batches)
-        session.execute(self._upsert_sql, (self._timestamp_param(low), self._timestamp_param(high)))
+        return session.execute(self._upsert_sql, (self._timestamp_param(low), self._timestamp_param(high)))
 
     def _holds_any(self, session: SqlSession, batches: Sequence[StagedBars]) -> bool:
         """Whether the store has a bar of any batch's series within that batch's time span (an index probe)."""
@@ -211,12 +225,11 @@ class SqlHotStore(HotStore):
         batches = self._batches(df, symbol, interval)
         if not batches:
             return 0
-        low, high = _ts_span(batches)
+        low, high = ts_span(batches)
         with self._transaction("insert market data") as session:
-            self._write(session, batches, low, high)
-        rows = sum(batch.rows for batch in batches)
-        self._after_bulk_write(rows)
-        return rows
+            written = self._write(session, batches, low, high)
+        self._after_bulk_write(written)
+        return sum(batch.rows for batch in batches)
 
     def get_market_data(self, symbol: str, interval: str, start: datetime | date, end: datetime | date) -> pd.DataFrame:
         key = series_key(symbol, interval)
@@ -253,7 +266,7 @@ class SqlHotStore(HotStore):
         batches = self._batches(bars, symbol, interval, required_key=True)
         if not batches:
             return 0
-        low, high = _ts_span(batches)
+        low, high = ts_span(batches)
         (batch,) = batches
         with self._transaction("delete market data") as session:
             self._stage(session, batches)
@@ -450,17 +463,27 @@ class SqlHotStore(HotStore):
         stamps = [self._timestamp_param(ns) for ns in batch.ts_ns.tolist()]
         return zip(repeat(batch.symbol), repeat(batch.interval), stamps, *values)
 
-    def _build_upsert_sql(self) -> str:
-        """Stage -> market_data, skipping rows stored identically (the two ``?`` bound the staged times)."""
+    def _build_upsert_sql(self, *, skip_identical: bool = True) -> str:
+        """Stage -> market_data, skipping rows stored identically (the two ``?`` bound the staged times).
+
+        Without ``skip_identical`` (for staged rows already known to differ from the stored ones) the statement
+        has no parameters and no anti-join: a row that is identical after all is still left unchanged by the
+        ``ON CONFLICT ... WHERE``, only locked.
+        """
         key = ("symbol", "interval", "timestamp")
         same = " AND ".join(f"m.{c} {self.same} s.{c}" for c in VALUE_COLUMNS)
         changed = " OR ".join(f"market_data.{c} {self.different} excluded.{c}" for c in VALUE_COLUMNS)
         assignments = ", ".join(f"{c} = excluded.{c}" for c in VALUE_COLUMNS)
-        return (
-            f"INSERT INTO market_data ({column_list(STAGE_COLUMNS)}) SELECT {column_list(STAGE_COLUMNS, 's.')}"
-            f" FROM {STAGE_TABLE} s WHERE NOT EXISTS (SELECT 1 FROM market_data m WHERE"
+        where = (
+            f" WHERE NOT EXISTS (SELECT 1 FROM market_data m WHERE"
             f" {' AND '.join(f'm.{quoted(c)} = s.{quoted(c)}' for c in key)}"
             f" AND m.{TS} >= ? AND m.{TS} <= ? AND {same})"
+            if skip_identical
+            else ""
+        )
+        return (
+            f"INSERT INTO market_data ({column_list(STAGE_COLUMNS)}) SELECT {column_list(STAGE_COLUMNS, 's.')}"
+            f" FROM {STAGE_TABLE} s{where}"
             f" ORDER BY {column_list(key, 's.')}"
             f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {assignments}, updated_at = CURRENT_TIMESTAMP"
             f" WHERE {changed}"
@@ -532,5 +555,5 @@ def _with_timestamp_column(df: pd.DataFrame) -> pd.DataFrame:
     return df.rename_axis("timestamp").reset_index()
 
 
-def _ts_span(batches: Sequence[StagedBars]) -> tuple[int, int]:
+def ts_span(batches: Sequence[StagedBars]) -> tuple[int, int]:
     return min(int(b.ts_ns[0]) for b in batches), max(int(b.ts_ns[-1]) for b in batches)
