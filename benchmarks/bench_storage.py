@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import os
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator
@@ -104,6 +105,7 @@ class FreshDir:
         self.count += 1
         self.path = self.parent / f"{self.name}-{self.count}"
         self.path.mkdir(parents=True)
+        os.sync()  # the previous run's dirty pages must not be flushed on this run's time
 
 
 def directory_bytes(root: Path) -> int:
@@ -127,6 +129,7 @@ class StorageBench:
 
     def run(self) -> list[Case]:
         self.writes()
+        os.sync()  # reads start with the writes flushed to disk
         self.reads()
         self.aggregation()
         self.resampling()

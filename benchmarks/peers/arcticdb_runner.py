@@ -142,12 +142,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     clear_dir(lmdb_dir)
     shutil.rmtree(trash, ignore_errors=True)
     try:
-        write_timing = measure(write_all, write_repeats)
+        write_timing = measure(write_all, write_repeats, setup=os.sync)  # as marketpipe's: dirty pages flushed
     finally:
         shutil.rmtree(trash, ignore_errors=True)
     cases["write"] = {**write_timing, "repeats": write_repeats, "rows": sum(map(len, frames.values()))}
     lib = state["lib"]
     apparent, allocated = disk_usage(lmdb_dir)
+    os.sync()
 
     reads = {
         "read_full": lambda: lib.read(read_symbol).data,

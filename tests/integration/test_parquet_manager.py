@@ -201,3 +201,42 @@ def test_repository_upsert_is_idempotent(tmp_path):
     repo.save(jan, symbol="BTCUSDT", interval="1h")
     assert len(repo.get_by_date_range("BTCUSDT", "1h", date(2024, 1, 1), date(2024, 2, 1))) == 744
     assert np.allclose(repo.get_latest("BTCUSDT", "1h", 1)["close"], jan["close"].iloc[-1])
+
+
+def test_write_months_splits_in_parallel_and_equals_month_by_month_writes(tmp_path):
+    bars = pd.concat([month_of_bars(2024, m, seed=m) for m in (1, 2, 3)], ignore_index=True)
+    bulk, single = ParquetManager(tmp_path / "bulk"), ParquetManager(tmp_path / "single")
+    paths = bulk.write_months(bars, "btcusdt", "1h")
+    assert [p.parent.name for p in paths] == ["date=2024-01", "date=2024-02", "date=2024-03"]
+    for month in (1, 2, 3):
+        single.write_partition(month_of_bars(2024, month, seed=month), "BTCUSDT", "1h", 2024, month)
+        pd.testing.assert_frame_equal(
+            bulk.read_partition("BTCUSDT", "1h", 2024, month), single.read_partition("BTCUSDT", "1h", 2024, month)
+        )
+    everything = bulk.read_date_range("BTCUSDT", "1h", datetime(2024, 1, 1), datetime(2024, 4, 1))
+    pd.testing.assert_frame_equal(everything, bars)
+
+
+def test_write_months_merges_with_stored_months_newer_wins(manager):
+    manager.write_partition(month_of_bars(2024, 1, seed=1), "BTCUSDT", "1h", 2024, 1)
+    update = pd.concat([month_of_bars(2024, 1, seed=9).iloc[-24:], month_of_bars(2024, 2, seed=2)], ignore_index=True)
+    manager.write_months(update, "BTCUSDT", "1h")
+    january = manager.read_partition("BTCUSDT", "1h", 2024, 1)
+    assert len(january) == 31 * 24
+    pd.testing.assert_frame_equal(january.iloc[-24:].reset_index(drop=True), update.iloc[:24].reset_index(drop=True))
+    assert manager.list_partitions("BTCUSDT", "1h") == [(2024, 1), (2024, 2)]
+
+
+def test_write_months_validates_the_whole_frame_before_writing_anything(manager):
+    bars = pd.concat([month_of_bars(2024, 1), month_of_bars(2024, 2, seed=2)], ignore_index=True)
+    bars.loc[len(bars) - 1, "high"] = bars["low"].iloc[-1] - 1  # an OHLC violation in the last month
+    with pytest.raises(DataValidationError):
+        manager.write_months(bars, "BTCUSDT", "1h")
+    assert manager.list_partitions("BTCUSDT", "1h") == []
+
+
+def test_a_month_directory_without_its_file_is_not_a_partition(manager):
+    manager.write_partition(month_of_bars(2024, 1), "BTCUSDT", "1h", 2024, 1)
+    (manager.root / "frame=1h" / "symbol=BTCUSDT" / "date=2024-02").mkdir()
+    assert manager.list_partitions("BTCUSDT", "1h") == [(2024, 1)]
+    assert len(manager.read_date_range("BTCUSDT", "1h", datetime(2024, 1, 1), datetime(2024, 3, 1))) == 31 * 24

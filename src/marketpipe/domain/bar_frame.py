@@ -69,8 +69,6 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
         raise DataValidationError("timestamp", "Column 'ts_ns' has missing values", _positions(ts.isna().to_numpy()))
     ts_values = ts.to_numpy(dtype="int64")
 
-    out = df.reset_index(drop=True).copy()
-    out[TIMESTAMP_COLUMN] = ts_values
     prices = {name: _as_float64(df[name], name) for name in PRICE_COLUMNS}
     volume = _as_float64(df[VOLUME_COLUMN], VOLUME_COLUMN)
 
@@ -99,14 +97,12 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
             "unsorted_timestamp", "Timestamps must be sorted ascending", _positions(np.r_[False, steps < 0])
         )
 
-    for name in PRICE_COLUMNS:
-        out[name] = prices[name]
-    out[VOLUME_COLUMN] = volume
+    canonical: dict[str, object] = {TIMESTAMP_COLUMN: ts_values, **prices, VOLUME_COLUMN: volume}
     for name in OPTIONAL_FLOAT_COLUMNS:
-        if name in out.columns:
-            out[name] = _as_float64(df[name], name)
+        if name in df.columns:
+            canonical[name] = _as_float64(df[name], name)
     for name in OPTIONAL_INTEGER_COLUMNS:
-        if name in out.columns:
+        if name in df.columns:
             values = _as_float64(df[name], name)
             missing = np.isnan(values)
             bad = ~missing & (~np.isfinite(values) | (values < 0) | (values != np.floor(values)))
@@ -114,8 +110,10 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
                 raise DataValidationError(name, f"Column {name!r} must hold whole numbers >= 0", _positions(bad))
             whole = np.where(missing, 0, values).astype("int64")
             # Unknown counts (bars from a source without them, merged with bars that have them) stay null.
-            out[name] = pd.arrays.IntegerArray(whole, missing) if missing.any() else whole
-    return out
+            canonical[name] = pd.arrays.IntegerArray(whole, missing) if missing.any() else whole
+    # One copy, in the input's column order; other columns keep their dtype (``.array``: no index alignment).
+    columns = {name: canonical[name] if name in canonical else df[name].array for name in df.columns}
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(df)), copy=True)
 
 
 def timestamps_to_ns(df: pd.DataFrame) -> pd.DataFrame:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 
-import numpy as np
 import pandas as pd
 
-from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps, split_market_data
+from marketpipe.domain.bar_frame import empty_bar_frame, ns_to_timestamps, split_market_data
 from marketpipe.domain.entities import OHLCVBar
 from marketpipe.domain.errors import InvalidInputError
 from marketpipe.domain.repositories import IMarketDataRepository
@@ -42,26 +40,13 @@ class ParquetMarketDataRepository(IMarketDataRepository):
     def save(
         self, data: pd.DataFrame | Sequence[OHLCVBar], *, symbol: str | None = None, interval: str | None = None
     ) -> int:
-        """Store bars, split by symbol, interval and month; returns how many bars were written.
-
-        Months are written in parallel (each one atomically, under its own lock); if one fails, the error is
-        raised after the others have finished, and the months that were written stay written.
-        """
-        chunks = []
+        """Store bars, split by symbol, interval and month (months in parallel, each atomically); returns how
+        many bars were written."""
+        written = 0
         for (sym, ivl), bars in split_market_data(data, symbol=symbol, interval=interval).items():
-            months = bars[TIMESTAMP_COLUMN].to_numpy().astype("datetime64[ns]").astype("datetime64[M]").astype("int64")
-            for month in np.unique(months):
-                year, number = divmod(int(month), 12)
-                chunks.append((bars[months == month], sym, ivl, 1970 + year, number + 1))
-        if len(chunks) == 1:
-            self._manager.write_partition(*chunks[0])
-        elif chunks:
-            # Encoding, compression and fsync release the GIL: months overlap on every core.
-            with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
-                futures = [pool.submit(self._manager.write_partition, *chunk) for chunk in chunks]
-            for future in futures:
-                future.result()
-        return sum(len(chunk[0]) for chunk in chunks)
+            self._manager.write_months(bars, sym, ivl)
+            written += len(bars)
+        return written
 
     def exists(self, symbol: str, interval: str, start: datetime | date, end: datetime | date) -> bool:
         return not self._manager.read_date_range(symbol, interval, start, end, columns=["timestamp"]).empty

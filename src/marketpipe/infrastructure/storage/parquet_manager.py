@@ -8,11 +8,14 @@ atomically under an inter-process lock.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -81,6 +84,33 @@ class ParquetManager:
         key = PartitionKey.month(interval, symbol, year, month)
         new = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), key))
         key.check_contains(new[TIMESTAMP_COLUMN].to_numpy())
+        return self._store_month(key, new, _to_table(new))
+
+    def write_months(self, df: pd.DataFrame, symbol: str, interval: str) -> list[Path]:
+        """Store bars of any span: split by month (UTC), each month merged and replaced atomically.
+
+        The frame is validated and converted once; months are written in parallel (encoding, compression and
+        fsync release the GIL). If a month fails, the error is raised after the others have finished, and
+        the months written stay written. Returns the partition files written, oldest first.
+        """
+        series = PartitionKey.month(interval, symbol, 1970, 1)
+        bars = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), series))
+        table = _to_table(bars)
+        months = bars[TIMESTAMP_COLUMN].to_numpy().astype("datetime64[ns]").astype("datetime64[M]")
+        starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]])  # bars are sorted: months are runs
+        jobs = []
+        for lo, hi in itertools.pairwise([*starts.tolist(), len(bars)]):
+            year, month = divmod(int(months[lo].astype(np.int64)), 12)
+            key = PartitionKey.month(interval, symbol, 1970 + year, month + 1)
+            jobs.append((key, bars.iloc[lo:hi], table.slice(lo, hi - lo)))
+        if len(jobs) == 1:
+            return [self._store_month(*jobs[0])]
+        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+            futures = [pool.submit(self._store_month, *job) for job in jobs]
+        return [future.result() for future in futures]
+
+    def _store_month(self, key: PartitionKey, new: pd.DataFrame, table: pa.Table) -> Path:
+        """Write validated bars of one month (``table`` is ``new`` in Arrow), merging with a stored month."""
         target = key.path_under(self._root)
         with path_lock(key.lock_path_under(self._root)):
             remove_stale_temp_files(target)
@@ -88,8 +118,7 @@ class ParquetManager:
                 existing = read_bar_files([LakeFile(key, target, 0)])
                 merged = pd.concat([existing, new], ignore_index=True)
                 merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
-                new = validate_bar_frame(merged)
-            table = pa.Table.from_pandas(new, preserve_index=False, nthreads=1)
+                table = _to_table(validate_bar_frame(merged))
             self._options.write(table, target)
         log.debug("wrote %d bars to %s", table.num_rows, target)
         return target
@@ -159,6 +188,10 @@ class ParquetManager:
 
     def __repr__(self) -> str:
         return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
+
+
+def _to_table(bars: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(bars, preserve_index=False, nthreads=1)
 
 
 def _without_key_columns(df: pd.DataFrame, key: PartitionKey) -> pd.DataFrame:
