@@ -284,8 +284,28 @@ class StorageBench:
             size = sum(p.stat().st_size for p in paths)
             timing = measure(lambda paths=paths: pq.read_table(paths), self.repeats)
             note = "not adopted: see docs/performance.md" if engine.startswith("decimal") else ""
-            self.cases.append(Case.timed("bytes", name, engine, self.data.label, timing, bytes=size, note=note))
+            self.cases.append(
+                Case.timed(
+                    "bytes", name, engine, self.data.label, timing, bytes=size, note=note,
+                    bytes_per_row=column_bytes_per_row(paths),
+                )
+            )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
+
+
+def column_bytes_per_row(paths: list[Path]) -> dict[str, float]:
+    """Compressed bytes per row of each column over ``paths``, from the Parquet footers."""
+    sizes: dict[str, int] = {}
+    rows = 0
+    for path in paths:
+        metadata = pq.read_metadata(path)
+        rows += metadata.num_rows
+        for i in range(metadata.num_row_groups):
+            group = metadata.row_group(i)
+            for j in range(group.num_columns):
+                column = group.column(j)
+                sizes[column.path_in_schema] = sizes.get(column.path_in_schema, 0) + column.total_compressed_size
+    return {name: round(size / rows, 2) for name, size in sizes.items()}
 
 
 def _with_options(**options: Any) -> Callable[[pa.Table, Path], None]:

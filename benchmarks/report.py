@@ -28,6 +28,7 @@ class Case:
     rows: int | None = None
     bytes: int | None = None
     note: str = ""
+    bytes_per_row: dict[str, float] | None = None  # compressed bytes per row of each column (sizes only)
 
     @classmethod
     def timed(cls, section: str, name: str, engine: str, size: str, timing: dict[str, Any], **extra: Any) -> Case:

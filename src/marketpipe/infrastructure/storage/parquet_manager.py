@@ -90,7 +90,7 @@ class ParquetManager:
         """Store bars of any span: split by month (UTC), each month merged and replaced atomically.
 
         The frame is validated and converted once; months are written in parallel (encoding, compression and
-        fsync release the GIL). If a month fails, the error is raised after the others have finished, and
+        fsync release the GIL; each month holds its own lock). If a month fails, the error is raised after the others have finished, and
         the months written stay written. Returns the partition files written, oldest first.
         """
         series = PartitionKey.month(interval, symbol, 1970, 1)
@@ -105,7 +105,8 @@ class ParquetManager:
             jobs.append((key, bars.iloc[lo:hi], table.slice(lo, hi - lo)))
         if len(jobs) == 1:
             return [self._store_month(*jobs[0])]
-        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        # Twice the cores: while one month waits on fsync, another is encoding.
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 2 * (os.cpu_count() or 1))) as pool:
             futures = [pool.submit(self._store_month, *job) for job in jobs]
         return [future.result() for future in futures]
 
