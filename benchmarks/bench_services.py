@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
-from hot_store_insert import INTERVAL, SYMBOL, prepare, seed_insert, server_version
+from hot_store_insert import COLUMNS, INTERVAL, SYMBOL, prepare, seed_insert, server_version
 from ingest_throughput import full_pipeline, stage_marketpipe, stage_pandas
 from psycopg import sql
 from report import Case
@@ -23,18 +23,7 @@ from timing import measure
 from marketpipe.infrastructure.data.archive_mirror import build_mirror
 from marketpipe.infrastructure.database import SupabaseClient
 
-SEED_COLUMNS = (
-    "ts_ns",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trade_count",
-    "quote_volume",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-)
+SEED_COLUMNS = ("ts_ns", *COLUMNS)  # what the seed's executemany writes
 
 
 def postgres_cases(bars: pd.DataFrame, size: str, admin_url: str, *, repeats: int) -> tuple[list[Case], str]:

@@ -89,7 +89,7 @@ def compare(
 def _seconds(value: float | None) -> str:
     if value is None or math.isnan(value):
         return ""
-    return f"{value * 1000:,.1f} ms" if value < 10 else f"{value:,.1f} s"
+    return f"{value * 1000:,.1f} ms" if value < 1 else f"{value:,.2f} s"
 
 
 def _volume(case: Case) -> str:
@@ -174,9 +174,22 @@ def markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_targets(document: dict[str, Any]) -> str:
+    """The comparisons that have a target, as a Markdown table."""
+    lines = ["| comparison | size | marketpipe vs | ratio | target | |", "|---|---|---|---:|---:|---|"]
+    for c in document["comparisons"]:
+        if c["target"] is not None:
+            lines.append(
+                f"| {c['section']}: {c['name']} | {c['size']} | {c['peer']} | {c['ratio']:,.2f}x "
+                f"| >= {c['target']:.2g}x | {'met' if c['met'] else '**missed**'} |"
+            )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import json
     import sys
 
     source = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/latest.json")
-    print(markdown(json.loads(source.read_text())))
+    document = json.loads(source.read_text())
+    print(markdown_targets(document), markdown(document), sep="\n\n")
