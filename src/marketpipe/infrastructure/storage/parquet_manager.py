@@ -90,8 +90,8 @@ class ParquetManager:
         """Store bars of any span: split by month (UTC), each month merged and replaced atomically.
 
         The frame is validated and converted once; months are written in parallel (encoding, compression and
-        fsync release the GIL; each month holds its own lock). If a month fails, the error is raised after the others have finished, and
-        the months written stay written. Returns the partition files written, oldest first.
+        fsync release the GIL; each month holds its own lock). If a month fails, the error is raised after the
+        others have finished, and the months written stay written. Returns the partition files, oldest first.
         """
         series = PartitionKey.month(interval, symbol, 1970, 1)
         bars = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), series))
