@@ -6,6 +6,7 @@ Everything written is checked with a second client (``psql``), as in ``test_hot_
 """
 
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -256,3 +257,38 @@ def test_uniform_decoding_takes_only_rows_with_the_first_rows_nulls():
     assert supabase_client.decode_uniform_copy(copy_output(floats > 1), layout) is None  # two NULL patterns
     empty = supabase_client.COPY_HEADER + supabase_client.COPY_TRAILER
     assert len(supabase_client.decode_uniform_copy(empty, layout)) == 0
+
+
+def test_concurrent_appends_with_different_null_patterns_do_not_deadlock(client, fresh_postgres_url):
+    """A COPY of rows with NULLs in different columns sends them grouped by NULL pattern, out of key order; two such
+    writers of the same new bars could then claim keys in opposite orders. They take the ordered upsert instead."""
+    rows = 60_000
+    stamps = pd.date_range("2024-01-01", periods=rows, freq="min", tz="UTC")
+
+    def frame(null_on_even: bool) -> pd.DataFrame:
+        missing = np.arange(rows) % 2 == (0 if null_on_even else 1)
+        return pd.DataFrame(
+            {"timestamp": stamps, "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.0, "volume": 1.0,
+             "trade_count": pd.array(np.where(missing, None, 5), dtype="Int64")}
+        )  # fmt: skip
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+    with SupabaseClient(url=fresh_postgres_url) as other:
+
+        def write(store: SupabaseClient, bars: pd.DataFrame) -> None:
+            barrier.wait()
+            try:
+                store.insert_market_data(bars, symbol="BTCUSDT", interval="1m")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(c, frame(c is client))) for c in (client, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert psql(fresh_postgres_url, "SELECT count(*), count(DISTINCT timestamp) FROM market_data") == [
+        [str(rows), str(rows)]
+    ]
