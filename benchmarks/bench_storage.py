@@ -93,6 +93,11 @@ def make_dataset(symbols: int, *, year: int = 2023, seed: int = 0) -> Dataset:
     return Dataset(label, year, frames)
 
 
+def write_warmup(write_repeats: int) -> bool:
+    """Writes get a warm-up run unless they are the long ones (few repeats); the same rule for every engine."""
+    return write_repeats > 2
+
+
 class FreshDir:
     """A new empty directory for every run of a write (the previous one is removed untimed)."""
 
@@ -152,13 +157,12 @@ class StorageBench:
 
     def writes(self) -> None:
         rows = self.data.rows
-        warm = self.write_repeats > 2
         for engine, target, func in (
             ("marketpipe", self.lake, self._write_lake),
             ("pandas to_parquet", self.pandas_parquet, self._write_pandas_parquet),
             ("pandas to_csv", self.pandas_csv, self._write_pandas_csv),
         ):
-            timing = measure(func, self.write_repeats, warmup=warm, setup=target.next)
+            timing = measure(func, self.write_repeats, warmup=write_warmup(self.write_repeats), setup=target.next)
             self.add("write", "all symbols, 1 year", engine, timing, rows=rows)
 
     # ------------------------------------------------------------------ reads

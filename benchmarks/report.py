@@ -95,6 +95,8 @@ def _seconds(value: float | None) -> str:
 def _volume(case: Case) -> str:
     if case.bytes is not None:
         return f"{case.bytes / 1e6:,.1f} MB"
+    if case.section in ("query", "resample") and case.rows is not None:
+        return f"{case.rows:,} rows out"  # result rows (to cross-check engines), not a rate
     rate = case.rows_per_s
     return "" if rate is None else f"{rate / 1e6:,.2f} M rows/s"
 

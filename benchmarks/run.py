@@ -36,7 +36,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 from bench_services import ingest_cases, postgres_cases
-from bench_storage import DAY, MONTH, READ_SYMBOL, Dataset, StorageBench, make_dataset
+from bench_storage import DAY, MONTH, READ_SYMBOL, Dataset, StorageBench, make_dataset, write_warmup
 from peers.arcticdb_env import arcticdb_python
 from report import Case, Comparison, as_json, compare, render_table
 from rich.console import Console
@@ -74,6 +74,7 @@ def run_arcticdb(python: Path, data: Dataset, work: Path, *, repeats: int, write
         "lmdb_dir": str(work / "arcticdb"),
         "repeats": repeats,
         "write_repeats": write_repeats,
+        "write_warmup": write_warmup(write_repeats),
         "read_symbol": READ_SYMBOL,
         "columns": ["close"],
         "day": [t.isoformat() for t in DAY],

@@ -1,8 +1,8 @@
 """Find or create a Python interpreter that can import ArcticDB.
 
-ArcticDB pins ``pandas < 3`` while marketpipe needs pandas 3, so the ArcticDB side of the benchmarks runs in
-its own virtual environment, ``benchmarks/.venv-arcticdb``, created once on first use and driven as a
-subprocess (see ``arcticdb_runner.py``).
+ArcticDB pins ``pandas < 3`` while marketpipe runs on pandas 2.2+ and 3.x (and usually resolves 3), so the
+ArcticDB side of the benchmarks runs in its own virtual environment, ``benchmarks/.venv-arcticdb``, created once
+on first use and driven as a subprocess (see ``arcticdb_runner.py``).
 """
 
 from __future__ import annotations

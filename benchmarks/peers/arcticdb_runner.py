@@ -9,7 +9,7 @@ Spec keys: ``inputs`` ({symbol: parquet path}), ``lmdb_dir``, ``repeats``, ``wri
 
 Output: ``{"arcticdb_version", "pandas_version", "pyarrow_version", "python", "cases": {name: {"median_s",
 "min_s", "max_s", "repeats", ...}}, "bytes_on_disk", "allocated_bytes"}``, or ``{"error": "..."}`` with exit
-code 1. Read cases also carry ``rows`` (and ``read_day`` a ``close_sum``) to cross-check the libraries.
+code 1. Read cases also carry ``rows`` to cross-check the libraries.
 ``bytes_on_disk`` is the apparent size of the files under ``lmdb_dir``; ``allocated_bytes`` counts the blocks
 really allocated (LMDB's ``data.mdb`` may be sparse). Use the smaller of the two as the storage footprint.
 """
@@ -142,7 +142,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     clear_dir(lmdb_dir)
     shutil.rmtree(trash, ignore_errors=True)
     try:
-        write_timing = measure(write_all, write_repeats, setup=os.sync)  # as marketpipe's: dirty pages flushed
+        # As marketpipe's writes: dirty pages flushed before each run, the same warm-up rule.
+        warmup = bool(spec.get("write_warmup", True))
+        write_timing = measure(write_all, write_repeats, warmup=warmup, setup=os.sync)
     finally:
         shutil.rmtree(trash, ignore_errors=True)
     cases["write"] = {**write_timing, "repeats": write_repeats, "rows": sum(map(len, frames.values()))}
@@ -160,8 +162,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     for name, func in reads.items():
         result = func()
         extra: dict[str, Any] = {"rows": len(result)}
-        if name == "read_day":
-            extra["close_sum"] = float(result["close"].sum())
         cases[name] = {**measure(func, repeats), "repeats": repeats, **extra}
 
     return {

@@ -240,3 +240,13 @@ def test_a_month_directory_without_its_file_is_not_a_partition(manager):
     (manager.root / "frame=1h" / "symbol=BTCUSDT" / "date=2024-02").mkdir()
     assert manager.list_partitions("BTCUSDT", "1h") == [(2024, 1)]
     assert len(manager.read_date_range("BTCUSDT", "1h", datetime(2024, 1, 1), datetime(2024, 3, 1))) == 31 * 24
+
+
+def test_write_months_keeps_counts_plain_in_months_without_a_missing_count(manager):
+    """Each month stores what writing it alone stores: nullable counts only where one of its own is missing."""
+    bars = pd.concat([month_of_bars(2024, 1), month_of_bars(2024, 2, seed=2)], ignore_index=True)
+    bars["trade_count"] = bars["trade_count"].astype("Int64")
+    bars.loc[0, "trade_count"] = pd.NA
+    manager.write_months(bars, "BTCUSDT", "1h")
+    assert str(manager.read_partition("BTCUSDT", "1h", 2024, 1)["trade_count"].dtype) == "Int64"
+    assert manager.read_partition("BTCUSDT", "1h", 2024, 2)["trade_count"].dtype == np.int64

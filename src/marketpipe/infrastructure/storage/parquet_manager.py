@@ -19,7 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, timestamps_to_ns, validate_bar_frame
+from marketpipe.domain.bar_frame import (
+    OPTIONAL_INTEGER_COLUMNS,
+    TIMESTAMP_COLUMN,
+    timestamps_to_ns,
+    validate_bar_frame,
+)
 from marketpipe.domain.errors import DataValidationError, InvalidInputError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
 from marketpipe.infrastructure.storage.atomic import list_dir, path_lock, remove_stale_temp_files
@@ -102,7 +107,14 @@ class ParquetManager:
         for lo, hi in itertools.pairwise([*starts.tolist(), len(bars)]):
             year, month = divmod(int(months[lo].astype(np.int64)), 12)
             key = PartitionKey.month(interval, symbol, 1970 + year, month + 1)
-            jobs.append((key, bars.iloc[lo:hi], table.slice(lo, hi - lo)))
+            month_bars = bars.iloc[lo:hi]
+            tightened = _without_needless_nulls(month_bars)
+            # A month stores what validating it alone would give: counts nullable only if one of its own is missing.
+            jobs.append(
+                (key, month_bars, table.slice(lo, hi - lo))
+                if tightened is None
+                else (key, tightened, _to_table(tightened))
+            )
         if len(jobs) == 1:
             return [self._store_month(*jobs[0])]
         # Twice the cores: while one month waits on fsync, another is encoding.
@@ -189,6 +201,16 @@ class ParquetManager:
 
     def __repr__(self) -> str:
         return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
+
+
+def _without_needless_nulls(bars: pd.DataFrame) -> pd.DataFrame | None:
+    """``bars`` with nullable integer columns that hold no null made plain int64; None if there are none."""
+    needless = [
+        name
+        for name in OPTIONAL_INTEGER_COLUMNS
+        if name in bars.columns and isinstance(bars[name].dtype, pd.Int64Dtype) and not bars[name].isna().any()
+    ]
+    return bars.astype(dict.fromkeys(needless, "int64")) if needless else None
 
 
 def _to_table(bars: pd.DataFrame) -> pa.Table:
