@@ -188,14 +188,14 @@ versions: dict[str, str] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the small size only, fewer repeats (under 3 minutes)")
-    parser.add_argument("--repeats", type=int, help="timed runs of each read/query case (default 9, quick 7)")
+    parser.add_argument("--quick", action="store_true", help="the small size only (under 3 minutes)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs of each read/query case")
     parser.add_argument("--sections", default="storage,arcticdb,postgres,ingest", help="comma-separated subset")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     sizes = ["small"] if args.quick else ["small", "large"]
-    repeats = args.repeats or (7 if args.quick else 9)
+    repeats = args.repeats
     cases: list[Case] = []
     notes: list[str] = []
 
