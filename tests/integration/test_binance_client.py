@@ -180,3 +180,19 @@ def test_configuration(monkeypatch, tmp_path):
         ArchiveFile.of("um", "BTCUSDT", "1s", "daily", date(2024, 1, 1))
     with pytest.raises(ValueError, match="Binance has no"):
         ArchiveFile.of("spot", "BTCUSDT", "7m", "daily", date(2024, 1, 1))
+
+
+@pytest.mark.parametrize(("status", "error"), [(403, SourceError), (404, NotPublishedError), (503, SourceError)])
+def test_a_mirror_password_never_shows_in_errors_reprs_or_request_logs(server, tmp_path, caplog, status, error):
+    password = "S3cr3t-Mirror-PW"
+    base_url = server.base_url.replace("http://", f"http://mirror:{password}@")
+    server.add_fault("data/spot/monthly/klines/BTCUSDT/1h/*", Fault("status", times=-1, status=status))
+    caplog.set_level("DEBUG")
+    with BinanceDataClient(base_url, cache_dir=tmp_path / "cache", max_attempts=2, backoff=0.01) as client:
+        assert password not in repr(client)
+        with pytest.raises(error) as raised:
+            client.fetch_archive(monthly(date(2024, 12, 1)))
+    assert "mirror:***@" in str(raised.value)
+    assert password not in str(raised.value)
+    assert any("HTTP Request" in record.getMessage() for record in caplog.records)  # httpx logged the requests
+    assert all(password not in record.getMessage() for record in caplog.records)

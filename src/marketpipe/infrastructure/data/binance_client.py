@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +23,7 @@ import httpx
 import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from marketpipe.config import redact_url
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
 from marketpipe.domain.errors import ArchiveIntegrityError, InvalidInputError, NotPublishedError, SourceError
 from marketpipe.domain.value_objects import datetime_to_ns, next_month, to_utc
@@ -34,6 +36,7 @@ from marketpipe.infrastructure.data.binance_layout import (
     Market,
     binance_interval,
 )
+from marketpipe.infrastructure.secret_redaction import redacting_filter, url_secrets
 from marketpipe.infrastructure.storage.atomic import atomic_write, fsync_directory, path_lock
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 
 class _RetryableHTTPStatus(SourceError):
     def __init__(self, url: str, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status} from {url}")
+        super().__init__(f"HTTP {status} from {redact_url(url)}")
         self.status = status
         self.retry_after = retry_after
 
@@ -106,6 +109,10 @@ class BinanceDataClient:
         self._backoff = backoff
         self._today = today or (lambda: datetime.now(UTC).date())
         self._http = http or httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": "marketpipe"})
+        # A mirror's password (http://user:password@host) stays out of errors and of httpx's request logs.
+        self._secrets = url_secrets(self.base_url)
+        redacting_filter.register(self._secrets)
+        self._finalizer = weakref.finalize(self, redacting_filter.unregister, self._secrets)
 
     # ------------------------------------------------------------------ planning
     def archives_for_month(self, symbol: str, interval: str, month: date) -> list[ArchiveFile]:
@@ -207,6 +214,7 @@ class BinanceDataClient:
 
     def close(self) -> None:
         self._http.close()
+        self._finalizer()
 
     def __enter__(self) -> BinanceDataClient:
         return self
@@ -215,9 +223,14 @@ class BinanceDataClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"BinanceDataClient(base_url={self.base_url!r}, market={self.market.value!r})"
+        return f"BinanceDataClient(base_url={redact_url(self.base_url)!r}, market={self.market.value!r})"
 
     # ------------------------------------------------------------------ HTTP with retries
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _retrying(self) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self._max_attempts),
@@ -243,7 +256,7 @@ class BinanceDataClient:
         except _RetryableHTTPStatus as exc:
             raise SourceError(f"{exc} (gave up after {self._max_attempts} attempts)") from exc
         except httpx.HTTPError as exc:
-            raise SourceError(f"Cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
+            raise SourceError(self._scrub(f"Cannot fetch {redact_url(url)}: {type(exc).__name__}: {exc}")) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _download(self, url: str, target: Path, *, resume: bool) -> str:
@@ -259,7 +272,7 @@ class BinanceDataClient:
         except _RetryableHTTPStatus as exc:
             raise SourceError(f"{exc} (gave up after {self._max_attempts} attempts)") from exc
         except httpx.HTTPError as exc:
-            raise SourceError(f"Cannot download {url}: {type(exc).__name__}: {exc}") from exc
+            raise SourceError(self._scrub(f"Cannot download {redact_url(url)}: {type(exc).__name__}: {exc}")) from exc
         digest = _sha256(partial)
         with partial.open("rb+") as handle:
             os.fsync(handle.fileno())
@@ -290,10 +303,10 @@ def _raise_for_status(url: str, response: httpx.Response) -> None:
     if status in (200, 206):
         return
     if status == 404:
-        raise NotPublishedError(f"Not published: {url}")
+        raise NotPublishedError(f"Not published: {redact_url(url)}")
     if status in RETRYABLE_STATUS:
         raise _RetryableHTTPStatus(url, status, _retry_after(response.headers.get("Retry-After")))
-    raise SourceError(f"HTTP {status} from {url}")
+    raise SourceError(f"HTTP {status} from {redact_url(url)}")
 
 
 def _retry_after(value: str | None) -> float | None:

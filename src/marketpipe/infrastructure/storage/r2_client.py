@@ -37,6 +37,7 @@ from s3transfer.utils import ChunksizeAdjuster
 
 from marketpipe.config import redact_url
 from marketpipe.domain.errors import InvalidInputError, StorageError
+from marketpipe.infrastructure.secret_redaction import redacting_filter
 from marketpipe.infrastructure.storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -61,61 +62,6 @@ _HASH_BLOCK = 1 * MiB
 
 _loader_lock = threading.Lock()
 _shared_loader: botocore.loaders.Loader | None = None
-
-
-class _SecretRedactingFilter(logging.Filter):
-    """Replaces registered secrets in log records of botocore, s3transfer and urllib3 with ``***``.
-
-    botocore's DEBUG logs print signed requests, and with them the ``X-Amz-Security-Token`` of temporary
-    credentials. The filter only runs for records that pass the logger's level, so it costs nothing unless DEBUG
-    logging of those libraries is on.
-    """
-
-    LOGGER_PREFIXES = ("botocore", "s3transfer", "urllib3")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-        self._secrets: tuple[str, ...] = ()
-
-    def register(self, secrets: Iterable[str]) -> None:
-        with self._lock:
-            for secret in secrets:
-                self._counts[secret] = self._counts.get(secret, 0) + 1
-            self._secrets = tuple(self._counts)
-        # Filters apply per logger, not to children: attach to every logger of those libraries now loaded.
-        for name in list(logging.root.manager.loggerDict):
-            if name.startswith(self.LOGGER_PREFIXES):
-                logger = logging.getLogger(name)
-                if self not in logger.filters:
-                    logger.addFilter(self)
-
-    def unregister(self, secrets: Iterable[str]) -> None:
-        with self._lock:
-            for secret in secrets:
-                remaining = self._counts.get(secret, 0) - 1
-                if remaining > 0:
-                    self._counts[secret] = remaining
-                else:
-                    self._counts.pop(secret, None)
-            self._secrets = tuple(self._counts)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self._secrets
-        if secrets:
-            try:
-                message = record.getMessage()
-            except Exception:  # a broken record is logging's problem, not ours
-                return True
-            if any(secret in message for secret in secrets):
-                for secret in secrets:
-                    message = message.replace(secret, "***")
-                record.msg, record.args = message, None
-        return True
-
-
-_redacting_filter = _SecretRedactingFilter()
 
 
 def _new_botocore_session(profile_name: str | None) -> botocore.session.Session:
@@ -409,9 +355,11 @@ class R2Client:
             raise InvalidInputError(f"AWS profile {profile_name!r} not found") from exc
         except (BotoCoreError, ValueError) as exc:
             raise StorageError(self._scrub(f"Cannot create the S3 client for bucket {self._bucket!r}: {exc}")) from exc
-        _redacting_filter.register(self._secrets)
+        # Credentials botocore found itself (environment, profile) are scrubbed as well, the access key too.
+        self._secrets = _with_resolved_credentials(self._client, (access_key_id, *self._secrets))
+        redacting_filter.register(self._secrets)
         # Unregister the secrets on close() or, failing that, when the client is garbage-collected.
-        self._finalizer = weakref.finalize(self, _redacting_filter.unregister, self._secrets)
+        self._finalizer = weakref.finalize(self, redacting_filter.unregister, self._secrets)
         log.debug("Created %r", self)
 
     # ------------------------------------------------------------------ properties and lifecycle
@@ -771,3 +719,14 @@ class R2Client:
             The file cannot be read.
         """
         return self.multipart_etag(path)
+
+
+def _with_resolved_credentials(client: Any, known: Iterable[str | None]) -> tuple[str, ...]:
+    """``known`` secrets plus the access key, secret key and token the client signs with (if it has any)."""
+    secrets = [s for s in known if s]
+    with contextlib.suppress(Exception):  # botocore internals: best effort, never fatal
+        credentials = client._request_signer._credentials
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            secrets += [s for s in (frozen.access_key, frozen.secret_key, frozen.token) if s]
+    return tuple(dict.fromkeys(secrets))
