@@ -54,6 +54,9 @@ def test_url_options_win_over_defaults_and_bad_urls_never_show_the_password(fres
     with pytest.raises(InvalidInputError) as info:
         PostgresDatabase("postgresql://u:S3cr%zzt@127.0.0.1/db")
     assert "S3cr" not in str(info.value) and "percent-encode" in str(info.value)
+    with pytest.raises(InvalidInputError) as info:  # libpq would read "PW-tail@127.0.0.1" as the host
+        PostgresDatabase("postgresql://u:S3cr3t@PW-tail@127.0.0.1:5432/db")
+    assert "S3cr" not in str(info.value) and "PW-tail" not in str(info.value) and "%40" in str(info.value)
     unreachable = PostgresDatabase("postgresql://u:S3cr%2Ft@127.0.0.1:1/db", connect_timeout=1)
     with pytest.raises(RepositoryError) as info:
         unreachable.schema_version()

@@ -88,6 +88,13 @@ class PostgresDatabase(SqlDatabase):
             raise InvalidInputError(f"Not a PostgreSQL URL: {redact_url(url)!r}.{hint}")
         if pool_size < 1:
             raise InvalidInputError(f"pool_size must be >= 1, got {pool_size}")
+        if url.partition("://")[2].split("/", 1)[0].count("@") > 1:
+            # libpq splits user info at the first "@", so it would take the password's tail for the host and quote
+            # it in its errors; refuse instead.
+            raise InvalidInputError(
+                f"Malformed PostgreSQL URL {redact_url(url)!r}: "
+                "the user or password holds an '@' (percent-encode it as %40)"
+            )
         try:
             given = conninfo_to_dict(url)
         except psycopg.Error:  # libpq's message may quote the password: do not pass it on
