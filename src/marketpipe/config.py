@@ -109,12 +109,29 @@ def redact_url(url: str) -> str:
     scheme, separator, rest = url.partition("://")
     if not separator:
         return url
-    credentials, at, location = rest.rpartition("@")
-    user, colon, _ = credentials.partition(":")
-    if not at or "/" in user:  # no user info: any "@" belongs to the path or query
+    split = _split_user_info(rest)
+    if split is None:
         user_info, location = "", rest
     else:
-        user_info = f"{user}:***@" if colon else f"{user}@"
+        user, password, location = split
+        user_info = f"{user}:***@" if password is not None else f"{user}@"
     address, question, query = location.split("#", 1)[0].partition("?")
     hidden = "&".join(f"{item.split('=', 1)[0]}=***" for item in query.split("&") if item)
     return f"{scheme}://{user_info}{address}{question if hidden else ''}{hidden}"
+
+
+def url_password(url: str) -> str | None:
+    """The password of ``url``'s user info as written (None if there is none), split as :func:`redact_url` does."""
+    _, separator, rest = url.partition("://")
+    split = _split_user_info(rest) if separator else None
+    return None if split is None else split[1]
+
+
+def _split_user_info(rest: str) -> tuple[str, str | None, str] | None:
+    """``(user, password or None, location)`` of a URL without its scheme; None if it has no user info (any
+    ``@`` belongs to the path or query). Splits at the last ``@``, so a password holding one is still hidden."""
+    credentials, at, location = rest.rpartition("@")
+    user, colon, password = credentials.partition(":")
+    if not at or "/" in user:
+        return None
+    return user, password if colon else None, location

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import unquote
 
+from marketpipe.config import url_password
+
 
 class SecretRedactingFilter(logging.Filter):
     """Replaces registered secrets in log records of the HTTP and cloud libraries with ``***``.
@@ -57,20 +59,21 @@ class SecretRedactingFilter(logging.Filter):
             except Exception:  # a broken record is logging's problem, not ours
                 return True
             if any(secret in message for secret in secrets):
-                for secret in secrets:
-                    message = message.replace(secret, "***")
-                record.msg, record.args = message, None
+                record.msg, record.args = scrub(message, secrets), None
         return True
 
 
 redacting_filter = SecretRedactingFilter()
 
 
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def url_secrets(url: str) -> tuple[str, ...]:
     """The password of ``url``'s user info, as written and percent-decoded (empty if there is none)."""
-    _, separator, rest = url.partition("://")
-    credentials, at, _ = rest.rpartition("@")
-    user, colon, password = credentials.partition(":")
-    if not (separator and at and colon and password) or "/" in user:
-        return ()
-    return tuple(dict.fromkeys((password, unquote(password))))
+    password = url_password(url)
+    return tuple(dict.fromkeys((password, unquote(password)))) if password else ()

@@ -36,7 +36,7 @@ from marketpipe.infrastructure.data.binance_layout import (
     Market,
     binance_interval,
 )
-from marketpipe.infrastructure.secret_redaction import redacting_filter, url_secrets
+from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub, url_secrets
 from marketpipe.infrastructure.storage.atomic import atomic_write, fsync_directory, path_lock
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,7 @@ class BinanceDataClient:
 
     # ------------------------------------------------------------------ HTTP with retries
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _retrying(self) -> Retrying:
         return Retrying(

@@ -37,7 +37,7 @@ from s3transfer.utils import ChunksizeAdjuster
 
 from marketpipe.config import redact_url
 from marketpipe.domain.errors import InvalidInputError, StorageError
-from marketpipe.infrastructure.secret_redaction import redacting_filter
+from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub
 from marketpipe.infrastructure.storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -407,9 +407,7 @@ class R2Client:
     # ------------------------------------------------------------------ error handling
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _storage_error(self, operation: str, key: str | None, exc: Exception) -> StorageError:
         """The StorageError (ObjectNotFoundError for a 404 on a key) describing a boto3/botocore failure."""
