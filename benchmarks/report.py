@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,37 @@ def _volume(case: Case) -> str:
     return "" if rate is None else f"{rate / 1e6:,.2f} M rows/s"
 
 
+def _spread(case: Case) -> str:
+    return "" if case.min_s is None else f"{_seconds(case.min_s)}-{_seconds(case.max_s)}"
+
+
+def _rich_mark(comparison: Comparison) -> str:
+    if comparison.met is None:
+        return ""
+    return f" [green]ok >= {comparison.target:g}[/]" if comparison.met else f" [red]MISS < {comparison.target:g}[/]"
+
+
+def _markdown_mark(comparison: Comparison) -> str:
+    if comparison.met is None:
+        return ""
+    return f" (target >= {comparison.target:.2g}: {'met' if comparison.met else 'MISSED'})"
+
+
+def _ratio_lines(
+    comparisons: list[Comparison], mark: Callable[[Comparison], str]
+) -> dict[tuple[str, str, str, str], list[str]]:
+    """Per marketpipe case (its key), one ``"1.23x peer"`` line per comparison, with ``mark`` for its target."""
+    lines: dict[tuple[str, str, str, str], list[str]] = {}
+    for c in comparisons:
+        lines.setdefault((c.section, c.name, c.ours, c.size), []).append(f"{c.ratio:,.2f}x {c.peer}{mark(c)}")
+    return lines
+
+
+def _comparison(raw: dict[str, Any]) -> Comparison:
+    """A Comparison from its JSON form (``met`` is derived again from ratio and target)."""
+    return Comparison(**{k: v for k, v in raw.items() if k != "met"})
+
+
 def render_table(title: str, cases: list[Case], comparisons: list[Comparison]) -> Table:
     """Every case, grouped by section; the marketpipe row of a comparison shows its ratios and targets."""
     table = Table(title=title, show_lines=False)
@@ -115,32 +147,17 @@ def render_table(title: str, cases: list[Case], comparisons: list[Comparison]) -
         ("ratio (x faster/smaller than)", "left"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    by_case: dict[tuple[str, str, str, str], list[Comparison]] = {}
-    for comparison in comparisons:
-        by_case.setdefault((comparison.section, comparison.name, comparison.ours, comparison.size), []).append(
-            comparison
-        )
+    ratios = _ratio_lines(comparisons, _rich_mark)
     previous = None
     for case in cases:
-        ratios = []
-        for comparison in by_case.get(case.key, []):
-            mark = ""
-            if comparison.met is not None:
-                mark = (
-                    f" [green]ok >= {comparison.target:g}[/]"
-                    if comparison.met
-                    else f" [red]MISS < {comparison.target:g}[/]"
-                )
-            ratios.append(f"{comparison.ratio:,.2f}x {comparison.peer}{mark}")
-        spread = "" if case.min_s is None else f"{_seconds(case.min_s)}-{_seconds(case.max_s)}"
         label = (case.section, case.name, case.size)
         table.add_row(
             *(("", "", "") if label == previous else label),
             case.engine + (f" [dim]({case.note})[/]" if case.note else ""),
             _seconds(case.median_s),
-            spread,
+            _spread(case),
             _volume(case),
-            "\n".join(ratios),
+            "\n".join(ratios.get(case.key, [])),
         )
         previous = label
     return table
@@ -156,22 +173,16 @@ def as_json(cases: list[Case], comparisons: list[Comparison]) -> dict[str, Any]:
 
 def markdown(document: dict[str, Any]) -> str:
     """The result file as a Markdown table (for docs/performance.md): one row per case, ratios beside ours."""
-    ratios: dict[tuple[str, str, str, str], list[str]] = {}
-    for c in document["comparisons"]:
-        mark = "" if c["met"] is None else (f" (target >= {c['target']:.2g}: {'met' if c['met'] else 'MISSED'})")
-        ratios.setdefault((c["section"], c["name"], c["ours"], c["size"]), []).append(
-            f"{c['ratio']:,.2f}x {c['peer']}{mark}"
-        )
+    ratios = _ratio_lines([_comparison(raw) for raw in document["comparisons"]], _markdown_mark)
     lines = [
         "| section | case | size | engine | median | min-max | rows/s or bytes | ratio |",
         "|---|---|---|---|---:|---:|---:|---|",
     ]
     for raw in document["cases"]:
         case = Case(**raw)
-        spread = "" if case.min_s is None else f"{_seconds(case.min_s)}-{_seconds(case.max_s)}"
         lines.append(
-            f"| {case.section} | {case.name} | {case.size} | {case.engine} | {_seconds(case.median_s)} | {spread} "
-            f"| {_volume(case)} | {'<br>'.join(ratios.get(case.key, []))} |"
+            f"| {case.section} | {case.name} | {case.size} | {case.engine} | {_seconds(case.median_s)} "
+            f"| {_spread(case)} | {_volume(case)} | {'<br>'.join(ratios.get(case.key, []))} |"
         )
     return "\n".join(lines)
 
