@@ -19,7 +19,7 @@ from marketpipe.infrastructure.storage import ParquetStorageEngine
 
 # S3 fixtures (moto server, buckets, an independent boto3 client); "integration" resolves because pytest puts
 # tests/ on sys.path when it loads this conftest.
-pytest_plugins = ["integration.s3_fixtures"]
+pytest_plugins = ["integration.s3_fixtures", "reliability.reporting"]
 
 DEFAULT_TEST_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
