@@ -18,7 +18,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from marketpipe.domain.errors import InvalidInputError
 
@@ -30,16 +29,47 @@ DEFAULT_HOT_DAYS = 30
 DEFAULT_DATA_DIR = Path("data")
 SQLITE_PREFIX = "sqlite:///"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+USER_SHOWN_SCHEMES = frozenset({"postgresql", "postgres", "http", "https", "sqlite"})
+
+
+class DatabaseUrl(str):
+    """A database URL that shows itself redacted: ``repr()``, ``str()`` and formatting hide the password.
+
+    Everything else (comparison, slicing, ``startswith``, encoding: what connecting needs) sees the URL as given,
+    so it can be passed to the database layer as is; :meth:`reveal` returns it as a plain ``str``.
+    """
+
+    __slots__ = ()
+
+    def reveal(self) -> str:
+        """The URL as given, password included: only for connecting."""
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return redact_url(self.reveal())
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __format__(self, format_spec: str) -> str:
+        return format(str(self), format_spec)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration. Sub-directories of ``data_dir``: ``lake/`` (Parquet), ``db/``, ``cache/``."""
+    """Resolved configuration. Sub-directories of ``data_dir``: ``lake/`` (Parquet), ``db/``, ``cache/``.
+
+    ``db_url`` is a :class:`DatabaseUrl`: usable to connect, redacted wherever it is shown (``asdict`` included).
+    """
 
     data_dir: Path
     db_url: str
     log_level: str = "WARNING"
     hot_days: int = DEFAULT_HOT_DAYS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.db_url, str) and not isinstance(self.db_url, DatabaseUrl):
+            object.__setattr__(self, "db_url", DatabaseUrl(self.db_url))  # asdict() and reprs stay redacted
 
     @classmethod
     def from_env(
@@ -93,18 +123,21 @@ def check_db_url(url: str) -> str:
         if url[len(SQLITE_PREFIX) :].startswith(":memory:"):
             raise InvalidInputError("An in-memory SQLite database cannot hold marketpipe's state; use a file path")
         return url
-    if urlsplit(url).scheme in ("postgresql", "postgres"):
+    if url.partition("://")[0].lower() in ("postgresql", "postgres") and "://" in url:
         return url
     raise InvalidInputError(
         f"Unsupported database URL {redact_url(url)!r}: use sqlite:///path/to/file.db or postgresql://host/db"
     )
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str, *, keep_query: bool = False) -> str:
     """The URL with any password replaced by ``***`` and query values (signatures, tokens) hidden; safe to show.
 
     Works on the raw text, not a parsed URL: a password holding an unescaped ``/``, ``?``, ``#`` or ``%`` (which
-    URL parsers misread) is still hidden. When in doubt it hides more, never less.
+    URL parsers misread) is still hidden. When in doubt it hides more, never less: the user name is only shown for
+    schemes where it names a person or role (:data:`USER_SHOWN_SCHEMES`); in ``s3://AK:SK@bucket``, ``ftp://`` and
+    unknown schemes the whole user info is hidden. ``keep_query`` leaves the query string as it is (for text that
+    is scrubbed of known secrets separately).
     """
     scheme, separator, rest = url.partition("://")
     if not separator:
@@ -115,9 +148,19 @@ def redact_url(url: str) -> str:
     else:
         user, password, location = split
         user_info = f"{user}:***@" if password is not None else f"{user}@"
+        if url_user_is_secret(url):
+            user_info = "***@"
+    if keep_query:
+        return f"{scheme}://{user_info}{location}"
     address, question, query = location.split("#", 1)[0].partition("?")
     hidden = "&".join(f"{item.split('=', 1)[0]}=***" for item in query.split("&") if item)
     return f"{scheme}://{user_info}{address}{question if hidden else ''}{hidden}"
+
+
+def url_user_is_secret(url: str) -> bool:
+    """Whether the user part of ``url``'s user info must be hidden too (its scheme is not a known one, where the
+    user names a person or role: in ``s3://AK:SK@bucket`` the "user" is an access key id)."""
+    return url.partition("://")[0].lower() not in USER_SHOWN_SCHEMES
 
 
 def url_password(url: str) -> str | None:

@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from marketpipe.config import Settings
+from marketpipe.infrastructure.secret_redaction import argument_secrets, scrub_text
+
+_SECRETS_KEY = "marketpipe.argument_secrets"
+
+
+class SecretScrubbingGroup(TyperGroup):
+    """The root command group: usage errors never echo a password typed on the command line.
+
+    Click quotes what it could not use ("No such command 'postgresql://u:pw@h/db'", "Got unexpected extra
+    argument", "Invalid value for '--limit'"); the message is shown with passwords in URLs replaced by ``***``.
+    Usage errors of sub-commands pass through the root's :meth:`invoke`, so the root is the only group needing it.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        secrets = argument_secrets(args)
+        with scrubbed_usage_errors(secrets):
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta[_SECRETS_KEY] = secrets
+        return ctx
+
+    def invoke(self, ctx: Any) -> Any:
+        with scrubbed_usage_errors(ctx.meta.get(_SECRETS_KEY, ())):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def scrubbed_usage_errors(secrets: Sequence[str]) -> Iterator[None]:
+    """Re-raise click's usage errors (the same exception) with ``secrets`` and URL passwords scrubbed.
+
+    typer bundles its own click: its exceptions derive from :class:`typer.TyperException`, not from click's.
+    """
+    try:
+        yield
+    except typer.TyperException as exc:
+        message = getattr(exc, "message", None)
+        if isinstance(message, str):
+            exc.message = scrub_text(message, secrets)
+        raise
+
 
 app = typer.Typer(
     name="marketpipe",
+    cls=SecretScrubbingGroup,
     help="Market-data pipeline: OHLCV bars into a partitioned Parquet lake, queried with DuckDB.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

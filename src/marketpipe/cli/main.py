@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from marketpipe import __version__
 from marketpipe.cli import (  # noqa: F401 - importing registers the commands
@@ -25,6 +26,7 @@ from marketpipe.cli import (  # noqa: F401 - importing registers the commands
 from marketpipe.cli.app import app, console, err_console
 from marketpipe.config import Settings
 from marketpipe.domain.errors import MarketPipeError
+from marketpipe.infrastructure.secret_redaction import argument_secrets, scrub_text
 
 
 def _version_callback(value: bool) -> None:
@@ -59,13 +61,17 @@ def main() -> None:
     try:
         app()
     except MarketPipeError as exc:
-        err_console.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(1)
     except OSError as exc:  # disk full, permissions, a path that is a file: the user's to fix, not a bug
-        err_console.print(
-            f"[red]Error:[/red] {exc.strerror or exc}: {exc.filename or ''}", highlight=False, soft_wrap=True
-        )
+        _print_error(f"{exc.strerror or exc}: {exc.filename or ''}")
         sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    """One ``Error:`` line on stderr: passwords typed on the command line or in URLs scrubbed, markup escaped."""
+    shown = escape(scrub_text(message, argument_secrets(sys.argv[1:])))
+    err_console.print(f"[red]Error:[/red] {shown}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -16,6 +16,7 @@ from marketpipe.config import redact_url
 from marketpipe.domain.errors import InvalidInputError, RepositoryError
 from marketpipe.infrastructure.database.postgres_migrations import MIGRATIONS
 from marketpipe.infrastructure.database.sql_database import Row, SqlDatabase, SqlSession
+from marketpipe.infrastructure.secret_redaction import holds_secret, redacting_filter, scrub_text, url_secrets
 
 MIGRATION_LOCK_ID = 0x6D61726B6574  # pg_advisory_xact_lock key: "market"
 DEFAULT_POOL_SIZE = 8
@@ -77,7 +78,10 @@ class PostgresDatabase(SqlDatabase):
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
-        scheme = urlsplit(url).scheme
+        if not isinstance(url, str):
+            raise InvalidInputError(f"A PostgreSQL URL must be a string, got {type(url).__name__}")
+        url = str.__str__(url)  # a plain str: a DatabaseUrl shows itself redacted
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme not in ("postgresql", "postgres"):
             hint = (
                 " For Supabase, use the project's PostgreSQL connection string (Dashboard > Connect), "
@@ -88,20 +92,21 @@ class PostgresDatabase(SqlDatabase):
             raise InvalidInputError(f"Not a PostgreSQL URL: {redact_url(url)!r}.{hint}")
         if pool_size < 1:
             raise InvalidInputError(f"pool_size must be >= 1, got {pool_size}")
-        if url.partition("://")[2].split("/", 1)[0].count("@") > 1:
-            # libpq splits user info at the first "@", so it would take the password's tail for the host and quote
-            # it in its errors; refuse instead.
-            raise InvalidInputError(
-                f"Malformed PostgreSQL URL {redact_url(url)!r}: "
-                "the user or password holds an '@' (percent-encode it as %40)"
-            )
+        _check_user_info(url)
         try:
             given = conninfo_to_dict(url)
-        except psycopg.Error:  # libpq's message may quote the password: do not pass it on
+        except (psycopg.Error, ValueError):  # libpq's message may quote the password: do not pass it on
+            given = None  # (a ValueError: a percent-encoded password that is not UTF-8, e.g. "%80")
+        if given is None:
             raise InvalidInputError(
                 f"Malformed PostgreSQL URL {redact_url(url)!r} (percent-encode special characters in the password)"
-            ) from None
-        self.url = url
+            )
+        self._url = url
+        # Registered so that no log record (psycopg's, the pool's) shows them, until this object is collected.
+        passwords = [p for p in (given.get("password"), password) if p]
+        self._secrets = tuple(dict.fromkeys([*url_secrets(url), *passwords]))
+        redacting_filter.register(self._secrets)
+        self._finalizer = weakref.finalize(self, redacting_filter.unregister, self._secrets)
         self._connect_kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         # Defaults for what the URL does not set itself (a URL's own connect_timeout or application_name wins).
         defaults = {
@@ -114,8 +119,13 @@ class PostgresDatabase(SqlDatabase):
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
 
+    @property
+    def url(self) -> str:
+        """The URL, password redacted (safe to show); the raw one is only used to connect."""
+        return redact_url(self._url)
+
     def describe(self) -> str:
-        return redact_url(self.url)
+        return redact_url(self._url)
 
     @contextmanager
     def transaction(self, *, readonly: bool = False) -> Iterator[SqlSession]:
@@ -142,7 +152,7 @@ class PostgresDatabase(SqlDatabase):
             if self._pool is None:
                 self._migrate()
                 pool = ConnectionPool(
-                    self.url,
+                    self._url,
                     kwargs=self._connect_kwargs,
                     min_size=1,
                     max_size=self._pool_size,
@@ -159,9 +169,13 @@ class PostgresDatabase(SqlDatabase):
     def _migrate(self) -> None:
         """Connect once directly (a clear error if the server is unreachable) and apply pending migrations."""
         try:
-            connection = psycopg.connect(self.url, **self._connect_kwargs)
+            connection = psycopg.connect(self._url, **self._connect_kwargs)
         except psycopg.Error as exc:
-            raise RepositoryError(f"Cannot connect to PostgreSQL at {self.describe()}: {exc}".rstrip()) from exc
+            error = self._error(f"Cannot connect to PostgreSQL at {self.describe()}", exc)
+        else:
+            error = None
+        if error is not None:
+            raise error  # outside the handler: libpq's exception is neither cause nor context
         try:
             with connection, connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
@@ -179,4 +193,39 @@ class PostgresDatabase(SqlDatabase):
                             (version, description),
                         )
         except psycopg.Error as exc:
-            raise RepositoryError(f"Cannot migrate PostgreSQL database {self.describe()}: {exc}".rstrip()) from exc
+            error = self._error(f"Cannot migrate PostgreSQL database {self.describe()}", exc)
+        else:
+            return
+        raise error
+
+    def _error(self, what: str, exc: psycopg.Error) -> RepositoryError:
+        """A RepositoryError saying ``what`` failed and why, scrubbed of the password.
+
+        Chained to ``exc`` only when no exception of its chain shows a secret (libpq quotes parts of a malformed
+        URL, and with them parts of the password, in its messages).
+        """
+        error = RepositoryError(scrub_text(f"{what}: {exc}".rstrip(), self._secrets))
+        if not holds_secret(exc, self._secrets):
+            error.__cause__ = exc
+        return error
+
+
+def _check_user_info(url: str) -> None:
+    """Refuse a URL whose user or password holds an unencoded ``@`` or ``/``.
+
+    libpq splits the user info at the first ``@`` and ends the host at the first ``/``: either way part of the
+    password becomes the host, port or database name, which libpq and the server quote in their errors.
+    """
+    rest = url.partition("://")[2].split("?", 1)[0]
+    credentials, at, _ = rest.rpartition("@")
+    if not at:
+        return
+    user = credentials.partition(":")[0]
+    if "/" in user:  # the "@" is in the database name or the path, not in a user info
+        return
+    for character, encoded in (("@", "%40"), ("/", "%2F")):
+        if character in credentials:
+            raise InvalidInputError(
+                f"Malformed PostgreSQL URL {redact_url(url)!r}: the user or password holds "
+                f"{character!r} (percent-encode it as {encoded})"
+            )

@@ -35,9 +35,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from s3transfer.utils import ChunksizeAdjuster
 
-from marketpipe.config import redact_url
+from marketpipe.config import redact_url, url_password
 from marketpipe.domain.errors import InvalidInputError, StorageError
-from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub
+from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub_text
 from marketpipe.infrastructure.storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ _ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,63}$")
 _METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _HASH_BLOCK = 1 * MiB
+_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 _loader_lock = threading.Lock()
 _shared_loader: botocore.loaders.Loader | None = None
@@ -235,6 +236,15 @@ def _md5_of(handle: Any, length: int) -> Any:
     return digest
 
 
+def _is_http_url(url: str) -> bool:
+    """Whether ``url`` is an ``http(s)://`` URL with a host (a URL parsers refuse is not)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def _mask(access_key_id: str | None) -> str | None:
     return None if access_key_id is None else f"{access_key_id[:4]}…"
 
@@ -293,13 +303,18 @@ class R2Client:
         if session_token is not None and access_key_id is None:
             raise InvalidInputError("session_token needs access_key_id and secret_access_key")
         if endpoint_url is not None:
-            parts = urlsplit(endpoint_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
+            if not _is_http_url(endpoint_url):
                 raise InvalidInputError(f"Invalid endpoint URL {redact_url(endpoint_url)!r}: expected http(s)://host")
-        if public_base_url is not None:
-            parts = urlsplit(public_base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise InvalidInputError(f"Invalid public_base_url {public_base_url!r}: expected http(s)://host[/path]")
+            if url_password(endpoint_url) is not None or "@" in urlsplit(endpoint_url).netloc:
+                # botocore would quote it in its errors; requests are signed with the keys, never sent user info.
+                raise InvalidInputError(
+                    f"Invalid endpoint URL {redact_url(endpoint_url)!r}: credentials do not belong in it "
+                    "(give access_key_id and secret_access_key, or use the AWS environment or profile)"
+                )
+        if public_base_url is not None and not _is_http_url(public_base_url):
+            raise InvalidInputError(
+                f"Invalid public_base_url {redact_url(public_base_url)!r}: expected http(s)://host[/path]"
+            )
         if max_attempts < 1 or max_concurrency < 1 or multipart_threshold < 1:
             raise InvalidInputError("max_attempts, max_concurrency and multipart_threshold must be at least 1")
         if not MIN_PART_SIZE <= multipart_chunksize <= MAX_PART_SIZE:
@@ -309,8 +324,10 @@ class R2Client:
 
         self._account_id = account_id
         self._access_key_id = access_key_id
-        # Kept only to scrub them from error messages and library logs; never shown.
-        self._secrets = tuple(s for s in (secret_access_key, session_token) if s)
+        # Kept only to scrub them from error messages and library logs; never shown. Until botocore has resolved
+        # its credentials, those of the environment are scrubbed as well.
+        environment = (os.environ.get(name) for name in _CREDENTIAL_VARIABLES)
+        self._secrets = tuple(s for s in (access_key_id, secret_access_key, session_token, *environment) if s)
         self._custom_endpoint = endpoint_url is not None or account_id is not None
         if endpoint_url is None and account_id is not None:
             endpoint_url = f"https://{account_id}.r2.cloudflarestorage.com"
@@ -342,6 +359,7 @@ class R2Client:
             use_threads=True,
             preferred_transfer_client="classic",  # the CRT client picks its own part sizes (breaks local_etag)
         )
+        error: Exception | None = None
         try:
             self._client: Any = _new_botocore_session(profile_name).create_client(
                 "s3",
@@ -351,12 +369,14 @@ class R2Client:
                 aws_session_token=session_token,
                 config=Config(**config_kwargs),
             )
-        except ProfileNotFound as exc:
-            raise InvalidInputError(f"AWS profile {profile_name!r} not found") from exc
+        except ProfileNotFound:
+            error = InvalidInputError(f"AWS profile {profile_name!r} not found")
         except (BotoCoreError, ValueError) as exc:
-            raise StorageError(self._scrub(f"Cannot create the S3 client for bucket {self._bucket!r}: {exc}")) from exc
+            error = StorageError(self._scrub(f"Cannot create the S3 client for bucket {self._bucket!r}: {exc}"))
+        if error is not None:
+            raise error  # outside the handler: botocore's exception (which may quote a credential) is not chained
         # Credentials botocore found itself (environment, profile) are scrubbed as well, the access key too.
-        self._secrets = _with_resolved_credentials(self._client, (access_key_id, *self._secrets))
+        self._secrets = _with_resolved_credentials(self._client, self._secrets)
         redacting_filter.register(self._secrets)
         # Unregister the secrets on close() or, failing that, when the client is garbage-collected.
         self._finalizer = weakref.finalize(self, redacting_filter.unregister, self._secrets)
@@ -407,7 +427,7 @@ class R2Client:
     # ------------------------------------------------------------------ error handling
 
     def _scrub(self, text: str) -> str:
-        return scrub(text, self._secrets)
+        return scrub_text(text, self._secrets)
 
     def _storage_error(self, operation: str, key: str | None, exc: Exception) -> StorageError:
         """The StorageError (ObjectNotFoundError for a 404 on a key) describing a boto3/botocore failure."""

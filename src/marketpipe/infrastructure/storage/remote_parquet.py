@@ -25,15 +25,15 @@ same bytes, so the shorter path is used; callers who want SQL can register :func
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import operator
 import re
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -46,9 +46,11 @@ from marketpipe.config import redact_url
 from marketpipe.domain.bar_frame import timestamps_as_utc
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError, StorageError
 from marketpipe.domain.value_objects import datetime_to_ns, to_utc
+from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub_text, url_secrets
 from marketpipe.infrastructure.storage.lake_layout import HIVE_KEYS
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 REMOTE_SCHEMES = ("http", "https", "s3")
 PARTITIONINGS = ("hive", None)
@@ -88,8 +90,12 @@ class S3Options:
         if self.session_token is not None and self.access_key_id is None:
             raise InvalidInputError("S3Options.session_token needs access_key_id and secret_access_key")
         if self.endpoint_url is not None:
-            parts = urlsplit(self.endpoint_url if "://" in self.endpoint_url else f"https://{self.endpoint_url}")
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            try:
+                parts = urlsplit(self.endpoint_url if "://" in self.endpoint_url else f"https://{self.endpoint_url}")
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path.strip("/")
+            except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+                valid = False
+            if not valid:
                 raise InvalidInputError(
                     f"Invalid S3 endpoint_url {redact_url(self.endpoint_url)!r}: expected http(s)://host[:port]"
                 )
@@ -97,8 +103,8 @@ class S3Options:
     def secrets(self) -> list[str]:
         """The credential strings that must never be shown (for scrubbing messages)."""
         values = [self.access_key_id, self.secret_access_key, self.session_token]
-        endpoint_password = urlsplit(self.endpoint_url).password if self.endpoint_url else None
-        return [s for s in [*values, endpoint_password] if s and len(s) >= _MIN_SECRET_LENGTH]
+        endpoint_secrets = url_secrets(self.endpoint_url) if self.endpoint_url else ()
+        return [s for s in [*values, *endpoint_secrets] if s and len(s) >= _MIN_SECRET_LENGTH]
 
     def __repr__(self) -> str:
         def mask(value: str | None) -> str | None:
@@ -170,8 +176,7 @@ def query_remote_parquet(
     derived = time_column == "ts_ns"
     wanted = list(dict.fromkeys([time_column, *(n for n in names if not (derived and n == "timestamp"))]))
     predicate = _time_filter(dataset.schema.field(time_column), start, end)
-    with _storage_errors(location, secrets):
-        table = dataset.to_table(columns=wanted, filter=predicate)
+    table = _guarded(location, secrets, lambda: dataset.to_table(columns=wanted, filter=predicate))
     order = table.column(time_column)
     if len(order) > 1 and not pc.all(pc.greater_equal(order[1:], order[:-1])).as_py():
         table = table.take(pc.sort_indices(table, sort_keys=[(time_column, "ascending")]))
@@ -222,14 +227,18 @@ def _open(location: str, *, s3: S3Options | None, partitioning: str | None) -> t
     if s3 is not None and not isinstance(s3, S3Options):
         raise InvalidInputError(f"s3 must be S3Options or None, got {type(s3).__name__}")
     secrets = s3.secrets() if s3 is not None else []
-    parts = urlsplit(location)
-    secrets += [s for s in (parts.password, parts.username) if s and len(s) >= _MIN_SECRET_LENGTH]
-    with _storage_errors(location, secrets):
+    secrets += [s for s in url_secrets(location) if len(s) >= _MIN_SECRET_LENGTH]
+    user = location.partition("://")[2].rpartition("@")[0].partition(":")[0]
+    secrets += [user] if "/" not in user and len(user) >= _MIN_SECRET_LENGTH else []
+
+    def build() -> tuple[ds.Dataset, list[str], list[tuple[str, int]]]:
         if scheme == "s3":
             filesystem, files, base = _s3_files(location, s3 or S3Options())
         else:
-            filesystem, files, base = _http_files(location)
-        dataset, keys = _build_dataset(filesystem, files, base, hive=partitioning == "hive")
+            filesystem, files, base = _http_files(location, secrets)
+        return (*_build_dataset(filesystem, files, base, hive=partitioning == "hive"), files)
+
+    dataset, keys, files = _guarded(location, secrets, build)
     logger.debug("Opened %s: %d Parquet file(s), columns %s", redact_url(location), len(files), dataset.schema.names)
     return dataset, keys, secrets
 
@@ -251,7 +260,12 @@ def _check_location(location: str) -> str:
     return scheme
 
 
-def _http_files(location: str) -> tuple[pafs.FileSystem, list[tuple[str, int]], str]:
+def _http_files(location: str, secrets: Sequence[str]) -> tuple[pafs.FileSystem, list[tuple[str, int]], str]:
+    """The filesystem of an http(s) file, its path and size, and the base URL hive keys are parsed below.
+
+    ``secrets`` (the URL's password) stay registered with the log redaction while the filesystem is alive: fsspec
+    and aiohttp log the URL as it reads ranges.
+    """
     import aiohttp
     import fsspec
 
@@ -268,6 +282,8 @@ def _http_files(location: str) -> tuple[pafs.FileSystem, list[tuple[str, int]], 
     if info.get("partial") is False:
         raise StorageError(f"{redact_url(location)} refuses range requests (Accept-Ranges: none)")
     handler = _RangeReadHandler(fs)
+    redacting_filter.register(secrets)
+    weakref.finalize(handler, redacting_filter.unregister, tuple(secrets))
     handler.sizes[location] = int(info["size"])
     parts = urlsplit(location)
     base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
@@ -365,26 +381,32 @@ def _time_filter(time_field: pa.Field, start: datetime | date | None, end: datet
     return functools.reduce(operator.and_, clauses) if clauses else None
 
 
-@contextlib.contextmanager
-def _storage_errors(location: str, secrets: Sequence[str]) -> Iterator[None]:
-    """Turn network, HTTP, S3 and Parquet errors into StorageError naming the (redacted) location.
+def _guarded(location: str, secrets: Sequence[str], operation: Callable[[], _T]) -> _T:
+    """``operation()``, with network, HTTP, S3 and Parquet errors turned into StorageError naming the (redacted)
+    location.
 
-    The original exception is not chained: its text may hold the raw URL or a credential.
+    The original exception is neither the cause nor the context of the StorageError (it is raised outside the
+    handler): its text, and that of its own chain, may hold the raw URL or a credential.
     """
     try:
-        yield
+        return operation()
     except MarketPipeError:
         raise
     except (OSError, ValueError, pa.ArrowException, *_client_errors()) as exc:
-        not_found = isinstance(exc, FileNotFoundError)
-        cause = exc.__cause__ if not_found and isinstance(exc.__cause__, Exception) else exc
-        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        if isinstance(getattr(cause, "status", None), int):  # aiohttp.ClientResponseError: status and reason only
-            text = f"HTTP {cause.status} {getattr(cause, 'message', '')}".strip()
-        detail = scrub(text, location, secrets)
-        reason = "not found" if not_found and cause is exc else type(cause).__name__
-        message = f"Could not read {redact_url(location)}: {reason}" + (f": {detail}" if detail else "")
-        raise StorageError(message) from None
+        error = _storage_error(location, secrets, exc)
+    raise error
+
+
+def _storage_error(location: str, secrets: Sequence[str], exc: Exception) -> StorageError:
+    """The StorageError describing ``exc``: its first line (or HTTP status), scrubbed."""
+    not_found = isinstance(exc, FileNotFoundError)
+    cause = exc.__cause__ if not_found and isinstance(exc.__cause__, Exception) else exc
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    if isinstance(getattr(cause, "status", None), int):  # aiohttp.ClientResponseError: status and reason only
+        text = f"HTTP {cause.status} {getattr(cause, 'message', '')}".strip()
+    detail = scrub(text, location, secrets)
+    reason = "not found" if not_found and cause is exc else type(cause).__name__
+    return StorageError(f"Could not read {redact_url(location)}: {reason}" + (f": {detail}" if detail else ""))
 
 
 def _client_errors() -> tuple[type[Exception], ...]:
@@ -400,6 +422,4 @@ def scrub(text: str, location: str, secrets: Sequence[str] = ()) -> str:
     text = text.replace(location, redact_url(location))
     text = _USERINFO_RE.sub(lambda m: f"{m['scheme']}***@", text)
     text = _QUERY_RE.sub(lambda m: redact_url(m[0]), text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return scrub_text(text, secrets)
