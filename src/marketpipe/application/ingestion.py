@@ -243,8 +243,11 @@ class IngestionService:
         except NotPublishedError as exc:
             return UnitResult(archive, UnitStatus.MISSING, error=str(exc))
         except (MarketPipeError, OSError) as exc:
-            log.error("%s: %s", archive.file_name, exc)
-            return UnitResult(archive, UnitStatus.FAILED, error=f"{archive.file_name}: {exc}")
+            message = str(exc)
+            if not message.startswith(archive.file_name):  # integrity errors already name the file
+                message = f"{archive.file_name}: {message}"
+            log.error("%s", message)
+            return UnitResult(archive, UnitStatus.FAILED, error=message)
         return UnitResult(
             archive,
             UnitStatus.WRITTEN,

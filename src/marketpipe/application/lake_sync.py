@@ -4,8 +4,9 @@ A file and an object are the same when their sizes and ETags match; the local ET
 computes it for this client's upload settings (MD5, or the multipart MD5-of-MD5s), so no object needs a HEAD
 request. Objects appear in a bucket only when their upload completes (S3 PUT and multipart completion are
 atomic), so a reader of the bucket never sees half an object; pulled files are written to a temporary name and
-renamed, so a reader of the lake never sees half a file. A sync that fails midway is finished by running it
-again: everything already transferred compares equal and is skipped.
+renamed, so a reader of the lake never sees half a file. A pull takes each file's lake lock (the one its local
+writers take) and first removes temporaries a killed pull left beside it. A sync that fails midway is finished by
+running it again: everything already transferred compares equal and is skipped.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError
+from marketpipe.domain.value_objects import Interval, Symbol
+from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
+from marketpipe.infrastructure.storage.lake_layout import LOCKS_DIR, parse_period
 from marketpipe.infrastructure.storage.r2_client import ObjectInfo, R2Client
 
 log = logging.getLogger(__name__)
 
 DATA_SUFFIX = ".parquet"
+_PARTITION_KEYS = ("frame", "symbol", "date")
 
 
 class SyncKind(StrEnum):
@@ -136,11 +141,18 @@ class LakeSync:
         if action.kind is SyncKind.UPLOAD:
             self._client.upload_file(local, key)
         elif action.kind is SyncKind.DOWNLOAD:
-            self._client.download_file(key, local)
+            with path_lock(self._lock_path(action.relative_path)):
+                remove_stale_temp_files(local)  # a pull killed mid-download left its temporary behind
+                self._client.download_file(key, local)
         elif action.kind is SyncKind.DELETE_REMOTE:
             self._client.delete_object(key)
         else:
             local.unlink(missing_ok=True)
+
+    def _lock_path(self, relative: str) -> Path:
+        """The lock the lake's writers take for this file: ``_locks/<its directory>/<its stem>.lock``."""
+        path = PurePosixPath(relative)
+        return self._root / LOCKS_DIR / path.parent / f"{path.stem}.lock"
 
     def _same(self, path: Path, size: int, remote: ObjectInfo) -> bool:
         return size == remote.size and self._client.local_etag(path) == remote.etag
@@ -171,11 +183,27 @@ class LakeSync:
 
 
 def is_data_path(relative: str) -> bool:
-    """A safe relative posix path of a lake data file: no absolute path, no '..', no hidden or bookkeeping part."""
-    if not relative.endswith(DATA_SUFFIX) or relative.startswith("/") or "\\" in relative or "\x00" in relative:
+    """A lake data file's relative posix path, ``frame=F/symbol=S/date=D/NAME.parquet`` with valid values.
+
+    Anything else (absolute paths, '..', hidden or bookkeeping parts, files outside the partition layout, which
+    would break hive-partitioned globs over the lake) is never synced.
+    """
+    if not relative.endswith(DATA_SUFFIX) or "\\" in relative or "\x00" in relative:
         return False
-    parts = PurePosixPath(relative).parts
-    return bool(parts) and all(part not in ("", ".", "..") and not part.startswith((".", "_")) for part in parts)
+    parts = relative.split("/")
+    if len(parts) != len(_PARTITION_KEYS) + 1 or parts[-1].startswith((".", "_")) or parts[-1] == DATA_SUFFIX:
+        return False
+    values = [part.removeprefix(f"{key}=") for key, part in zip(_PARTITION_KEYS, parts, strict=False)]
+    if any(value == part for value, part in zip(values, parts, strict=False)):
+        return False  # a directory that is not key=value
+    try:
+        return (
+            Interval(values[0]).value == values[0]
+            and Symbol(values[1]).value == values[1]
+            and bool(parse_period(values[2]))
+        )
+    except InvalidInputError:
+        return False
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -183,7 +211,7 @@ def normalise_prefix(prefix: str) -> str:
     text = (prefix or "").strip()
     if text in ("", "/"):
         return ""
-    parts = PurePosixPath(text.strip("/")).parts
+    parts = [part for part in text.strip("/").split("/") if part]  # "a//b" -> a/b
     if text.startswith("/") or any(p in (".", "..") for p in parts) or "\x00" in text or "\\" in text:
         raise InvalidInputError(f"Invalid prefix {prefix!r}: use a relative path like 'lake/' without '..'")
     return "/".join(parts) + "/"

@@ -1,8 +1,8 @@
 """A local HTTP server for a Binance-layout mirror directory, with injectable faults for download tests.
 
 Serves ``GET``/``HEAD`` with single-range support (``Range: bytes=a-b``, ``bytes=a-``, ``bytes=-n``) so clients can
-resume, and can be told to fail chosen paths: error statuses (with ``Retry-After``), slow or hanging responses,
-truncated, corrupted or over-announced bodies, and connection resets.
+resume, and can be told to fail chosen paths: error statuses (with ``Retry-After``), redirects, slow, dripping or
+hanging responses, truncated, corrupted, replaced, over- or under-announced bodies, and connection resets.
 
 Run ``python -m marketpipe.infrastructure.data.archive_server ROOT [--port N]`` to serve a directory by hand.
 """
@@ -27,10 +27,13 @@ from urllib.parse import unquote, urlsplit
 
 logger = logging.getLogger(__name__)
 
-FaultKind = Literal["status", "slow", "truncate", "corrupt", "reset", "wrong_length", "hang"]
-_BODY_FAULTS = frozenset({"slow", "truncate", "corrupt", "wrong_length"})
+FaultKind = Literal[
+    "status", "slow", "truncate", "corrupt", "reset", "wrong_length", "hang", "body", "short_length", "drip", "redirect"
+]
+_BODY_FAULTS = frozenset({"slow", "truncate", "corrupt", "wrong_length", "body", "short_length", "drip"})
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 _CHUNK = 64 * 1024
+_DRIP_BYTES = 16  # what a "drip" fault sends per ``delay``
 NO_RESPONSE = 0  # status logged for requests that got no response at all ("reset", "hang")
 
 
@@ -41,8 +44,11 @@ class Fault:
     Kinds: ``status`` (answer ``status``, optionally with ``Retry-After``), ``slow`` (sleep ``delay`` before the
     body), ``truncate`` (full Content-Length, half the body, close), ``corrupt`` (one body byte flipped, same
     length), ``reset`` (abort the connection without answering), ``wrong_length`` (Content-Length larger than
-    the body, close), ``hang`` (say nothing for ``delay`` seconds, then close). Body faults only apply to
-    ``GET`` requests of existing files.
+    the body, close), ``hang`` (say nothing for ``delay`` seconds, then close), ``body`` (send ``body`` instead
+    of the file, status 200, its true length), ``short_length`` (Content-Length half the body, the whole body
+    sent, the connection kept open: the surplus poisons the next response), ``drip`` (the body in 16-byte pieces,
+    ``delay`` seconds apart), ``redirect`` (answer ``status`` if it is a 3xx, else 302, with ``Location:
+    location``). Body faults only apply to ``GET`` requests of existing files.
     """
 
     kind: FaultKind
@@ -50,6 +56,8 @@ class Fault:
     status: int = 503
     retry_after: float | None = None
     delay: float = 0.0
+    body: bytes = b""
+    location: str = ""
 
 
 class _Server(ThreadingHTTPServer):
@@ -94,6 +102,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault is not None and fault.kind == "status":
                 retry = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
                 self._send_text(rel, fault.status, retry)
+            elif fault is not None and fault.kind == "redirect":
+                status = fault.status if 300 <= fault.status < 400 else HTTPStatus.FOUND
+                self._send_text(rel, status, {"Location": fault.location})
+            elif fault is not None and fault.kind == "body":
+                self._start(rel, HTTPStatus.OK, {"Content-Type": "text/html", "Content-Length": len(fault.body)})
+                self._write(fault.body)
             elif file is None:
                 self._send_text(rel, HTTPStatus.NOT_FOUND, {})
             else:
@@ -126,9 +140,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         start, end = requested or (0, size - 1)
         length, kind = end - start + 1, fault.kind if fault is not None else None
+        announced = {"wrong_length": length + max(length, 1), "short_length": length // 2}.get(kind or "", length)
         headers: dict[str, object] = {
             "Content-Type": "application/zip" if file.suffix == ".zip" else "text/plain",
-            "Content-Length": length + max(length, 1) if kind == "wrong_length" else length,
+            "Content-Length": announced,
             "Accept-Ranges": "bytes",
         }
         if requested is not None:
@@ -145,7 +160,10 @@ class _Handler(BaseHTTPRequestHandler):
         with file.open("rb") as fh:
             fh.seek(start)
             sent, limit = 0, length // 2 if kind == "truncate" else length
-            while sent < limit and (chunk := fh.read(min(_CHUNK, limit - sent))):
+            piece = _DRIP_BYTES if kind == "drip" else _CHUNK
+            while sent < limit and (chunk := fh.read(min(piece, limit - sent))):
+                if fault is not None and kind == "drip" and sent and self.server.owner._stopping.wait(fault.delay):
+                    break
                 if sent <= flip_at < sent + len(chunk):
                     chunk = (
                         chunk[: flip_at - sent] + bytes([chunk[flip_at - sent] ^ 0xFF]) + chunk[flip_at - sent + 1 :]

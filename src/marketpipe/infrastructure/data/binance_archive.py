@@ -29,6 +29,9 @@ MAX_UNCOMPRESSED_BYTES = 1 << 30
 MAX_COMPRESSION_RATIO = 200
 RATIO_FLOOR_BYTES = 1 << 20  # an entry is refused for its compression ratio only above this size
 _CHUNK_BYTES = 1 << 20
+# Binance stores its CSVs deflated. zipfile bounds only deflate's output per read: a bzip2 or LZMA entry is
+# decompressed a whole compressed chunk at a time, so 800 bytes of bzip2 could expand to 1 GiB in one call.
+_READABLE_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, struct.error, EOFError, OSError, ValueError)
 _ZIP_ERRORS += (NotImplementedError, RuntimeError)  # unsupported compression method, encryption
 _BOM = b"\xef\xbb\xbf"
@@ -83,6 +86,10 @@ def _check_entry(info: zipfile.ZipInfo, expected_name: str | None, max_uncompres
         (stat.S_ISLNK(mode), "is a symbolic link"),
         (name.lower().endswith(".zip"), "is a nested archive"),
         (bool(info.flag_bits & 0x1), "is encrypted"),
+        (
+            info.compress_type not in _READABLE_METHODS,
+            f"uses compression method {info.compress_type}; only {' and '.join(_READABLE_METHODS.values())} are read",
+        ),
         (expected_name is not None and name != expected_name, f"is not the expected {expected_name!r}"),
         (info.file_size > max_uncompressed, f"declares {info.file_size} bytes, above the {max_uncompressed} bound"),
         (_ratio_too_high(info.file_size, info.compress_size), f"declares a ratio above {MAX_COMPRESSION_RATIO}:1"),
@@ -182,8 +189,8 @@ def _diagnose(data: bytes, skip: int, message: str) -> tuple[str, list[int]]:
     if found is None or int(found[1]) >= len(_USED_COLUMNS):
         return message, []
     cells = table.column(KLINE_COLUMNS[int(found[1])]).to_pylist()
-    bad = found[2].encode("utf-8", "surrogateescape")
-    return message, [i for i, cell in enumerate(cells) if cell == bad]
+    # pyarrow's message shows the cell decoded with U+FFFD for bytes that are no UTF-8: compare it the same way.
+    return message, [i for i, cell in enumerate(cells) if cell.decode("utf-8", "replace") == found[2]]
 
 
 def _refuse(source: str, message: str, mask: np.ndarray) -> None:

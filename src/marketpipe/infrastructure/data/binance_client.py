@@ -3,8 +3,10 @@
 Every archive is checked against its ``.CHECKSUM`` (SHA-256) before anything in it is used; a mismatch is
 retried once with a fresh download and then refused with :class:`ArchiveIntegrityError`. Transient failures
 (timeouts, resets, truncated bodies, 429 and 5xx) are retried with exponential backoff and jitter, honouring
-``Retry-After``; an interrupted download resumes with an HTTP Range request. Verified archives are kept in the
-cache (``{data}/cache/binance/<archive path>``), so a re-run downloads nothing it already has.
+``Retry-After``; an interrupted download resumes with an HTTP Range request. A transfer that trickles slower than
+``min_rate`` bytes per second is cut off and retried like a timeout, and a ``.CHECKSUM`` longer than 4 KiB is
+refused, so a hostile or broken server can neither hold a download forever nor fill memory. Verified archives are
+kept in the cache (``{data}/cache/binance/<archive path>``), so a re-run downloads nothing it already has.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import hashlib
 import logging
 import os
 import re
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,7 +40,12 @@ from marketpipe.infrastructure.data.binance_layout import (
     binance_interval,
 )
 from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub, url_secrets
-from marketpipe.infrastructure.storage.atomic import atomic_write, fsync_directory, path_lock
+from marketpipe.infrastructure.storage.atomic import (
+    atomic_write,
+    fsync_directory,
+    path_lock,
+    remove_stale_temp_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,12 @@ _CHECKSUM_RE = re.compile(r"([0-9a-fA-F]{64})\s+\*?(\S+)")
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 CHUNK_BYTES = 1 << 20
 MAX_RETRY_AFTER_SECONDS = 120.0
+MAX_CHECKSUM_BYTES = 4096  # Binance's are about 100 bytes: "<64 hex digits>  <file name>\n"
+MIN_TRANSFER_RATE = 1024.0  # bytes per second, averaged over each ``timeout``-long window of a transfer
+
+
+class TransferTooSlowError(httpx.ReadTimeout):
+    """A response body arrived slower than the client's minimum rate (a stalled or dripping server)."""
 
 
 class _RetryableHTTPStatus(SourceError):
@@ -74,6 +88,9 @@ class BinanceDataClient:
         cache_dir: where verified archives are kept (default ``./data/cache/binance``), one folder per server.
         max_attempts: attempts per HTTP request for transient failures.
         backoff: base seconds of the exponential backoff (jittered, capped at 30 s).
+        timeout: seconds to wait for a connection or for any read.
+        min_rate: bytes per second a transfer must average over every ``timeout`` seconds, or it is cut off and
+            retried (a server that drips bytes never trips the read timeout).
         today: the current UTC date (injectable for tests); the current month is fetched as daily files.
 
     Raises:
@@ -95,6 +112,7 @@ class BinanceDataClient:
         market: str | Market = Market.SPOT,
         cache_dir: str | os.PathLike[str] | None = None,
         timeout: float = 30.0,
+        min_rate: float = MIN_TRANSFER_RATE,
         max_attempts: int = 6,
         backoff: float = 0.5,
         today: Callable[[], date] | None = None,
@@ -102,10 +120,12 @@ class BinanceDataClient:
     ) -> None:
         self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+            raise InvalidInputError(f"base_url must be an http(s) URL, got {redact_url(self.base_url)!r}")
         self.market = Market(market)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path("data") / "cache" / "binance"
         self._max_attempts = max_attempts
+        self._timeout = timeout
+        self._min_rate = min_rate
         self._backoff = backoff
         self._today = today or (lambda: datetime.now(UTC).date())
         self._http = http or httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": "marketpipe"})
@@ -145,8 +165,10 @@ class BinanceDataClient:
         serialised across threads and processes, so concurrent runs never share a partial download.
         """
         root = self.cache_dir / _safe_dir_name(self.source_key)
+        checksum_file = root / archive.checksum_path
         with path_lock(root / "_locks" / (archive.relative_path + ".lock")):
-            return self._fetch_locked(archive, root / archive.relative_path, root / archive.checksum_path)
+            remove_stale_temp_files(checksum_file)  # a run killed between writing and renaming it
+            return self._fetch_locked(archive, root / archive.relative_path, checksum_file)
 
     def _fetch_locked(self, archive: ArchiveFile, target: Path, checksum_file: Path) -> FetchedArchive:
         checksum_text = self._get_text(archive.url(self.base_url) + ".CHECKSUM")
@@ -247,10 +269,16 @@ class BinanceDataClient:
     def _get_text(self, url: str) -> str:
         try:
             for attempt in self._retrying():
-                with attempt:
-                    response = self._http.get(url)
+                with attempt, self._http.stream("GET", url) as response:
                     _raise_for_status(url, response)
-                    return response.text
+                    body = bytearray()
+                    for chunk in self._paced(response):
+                        body += chunk
+                        if len(body) > MAX_CHECKSUM_BYTES:
+                            raise ArchiveIntegrityError(
+                                f"{redact_url(url)} is longer than {MAX_CHECKSUM_BYTES} bytes: not a checksum file"
+                            )
+                    return body.decode("utf-8", errors="replace")
         except _RetryableHTTPStatus as exc:
             raise SourceError(f"{exc} (gave up after {self._max_attempts} attempts)") from exc
         except httpx.HTTPError as exc:
@@ -288,8 +316,23 @@ class BinanceDataClient:
             _raise_for_status(url, response)
             mode = "ab" if response.status_code == 206 and have else "wb"
             with partial.open(mode) as handle:
-                for chunk in response.iter_raw():  # raw bytes, written as they arrive, so a resume loses nothing
+                for chunk in self._paced(response):  # raw bytes, written as they arrive: a resume loses nothing
                     handle.write(chunk)
+
+    def _paced(self, response: httpx.Response) -> Iterator[bytes]:
+        """The raw body of ``response``; raises TransferTooSlowError when a ``timeout``-long window of it brought
+        fewer than ``min_rate`` bytes per second."""
+        window_start, window_bytes = time.monotonic(), 0
+        for chunk in response.iter_raw():
+            yield chunk
+            window_bytes += len(chunk)
+            elapsed = time.monotonic() - window_start
+            if elapsed >= self._timeout:
+                if window_bytes < self._min_rate * elapsed:
+                    raise TransferTooSlowError(
+                        f"transfer slower than {self._min_rate:g} bytes/s ({window_bytes} bytes in {elapsed:.1f} s)"
+                    )
+                window_start, window_bytes = time.monotonic(), 0
 
 
 def _is_transient(error: BaseException) -> bool:

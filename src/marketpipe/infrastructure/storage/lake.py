@@ -61,11 +61,15 @@ class Lake:
         return sorted({f.frame for f in self.files(symbol=symbol)})
 
     def summarize(self, frame: str | None = None, symbol: str | None = None) -> list[FileSummary]:
+        """Rows and first/last bar of each file, from Parquet footers (files deleted meanwhile are left out)."""
         return summarize_files(self.files(frame, symbol))
 
     def glob(self, frame: str | None = None, symbol: str | None = None) -> str:
-        """A ``**/*.parquet`` glob over the lake (or one frame/symbol) for DuckDB and friends."""
+        """A ``**/*.parquet`` glob over the lake (or one frame/symbol) for DuckDB and friends.
+
+        None means every frame or symbol; any given value is validated (an empty one is refused, never "all").
+        """
         parts = [str(self._root)]
-        parts.append(f"frame={Interval(frame)}" if frame else "frame=*")
-        parts.append(f"symbol={Symbol(symbol)}" if symbol else "symbol=*")
+        parts.append(f"frame={Interval(frame)}" if frame is not None else "frame=*")
+        parts.append(f"symbol={Symbol(symbol)}" if symbol is not None else "symbol=*")
         return "/".join([*parts, "date=*", "*.parquet"])

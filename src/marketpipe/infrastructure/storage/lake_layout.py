@@ -168,8 +168,8 @@ def iter_lake_files(
 
     Directories that do not parse as partitions (not ours) are skipped.
     """
-    frame_dirs = [root / f"frame={Interval(frame)}"] if frame else list_dir(root, "frame=*")
-    symbol_glob = f"symbol={Symbol(symbol)}" if symbol else "symbol=*"
+    frame_dirs = [root / f"frame={Interval(frame)}"] if frame is not None else list_dir(root, "frame=*")
+    symbol_glob = f"symbol={Symbol(symbol)}" if symbol is not None else "symbol=*"
     for frame_dir in frame_dirs:
         try:
             frame_value = Interval(hive_value(frame_dir, "frame") or "")
@@ -195,16 +195,30 @@ def iter_lake_files(
 
 
 def summarize_files(files: list[LakeFile], timestamp_column: str = "ts_ns") -> list[FileSummary]:
-    """Rows and first/last timestamp of each file, from Parquet footers (no data pages are read)."""
+    """Rows and first/last timestamp of each file, from Parquet footers (no data pages are read).
+
+    A file deleted after it was listed (a concurrent delete) is left out, as the readers leave it out; a file that
+    is there but unreadable raises StorageError.
+    """
     summaries = []
     for lake_file in files:
-        try:
-            metadata = pq.read_metadata(lake_file.path)
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"Cannot read footer of {lake_file.path}: {exc}") from exc
-        first, last = _timestamp_bounds(metadata, timestamp_column)
-        summaries.append(FileSummary(lake_file, metadata.num_rows, first, last))
+        metadata = _footer_unless_deleted(lake_file.path)
+        if metadata is not None:
+            first, last = _timestamp_bounds(metadata, timestamp_column)
+            summaries.append(FileSummary(lake_file, metadata.num_rows, first, last))
     return summaries
+
+
+def _footer_unless_deleted(path: Path) -> pq.FileMetaData | None:
+    for attempt in (1, 2):  # deleted and written again between the two reads: the second one decides
+        try:
+            return pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as exc:
+            if not path.exists():
+                return None
+            if attempt == 2:
+                raise StorageError(f"Cannot read footer of {path}: {exc}") from exc
+    return None
 
 
 def _timestamp_bounds(metadata: pq.FileMetaData, column: str) -> tuple[int | None, int | None]:
