@@ -250,3 +250,20 @@ def test_write_months_keeps_counts_plain_in_months_without_a_missing_count(manag
     manager.write_months(bars, "BTCUSDT", "1h")
     assert str(manager.read_partition("BTCUSDT", "1h", 2024, 1)["trade_count"].dtype) == "Int64"
     assert manager.read_partition("BTCUSDT", "1h", 2024, 2)["trade_count"].dtype == np.int64
+
+
+def test_merging_into_a_month_without_an_integer_column_keeps_it_exact(manager):
+    """Close times (~1.7e18 ns) of new rows merged into a month stored without them stay exact int64, and the
+    series stays readable beside months that have them (float64 would round them and break the schema)."""
+    old = random_walk_bars(datetime(2024, 12, 1), 240, interval="1h", seed=1)
+    new = random_walk_bars(datetime(2024, 12, 5), 120, interval="1h", seed=2, binance_columns=True)
+    manager.write_partition(old, "BTCUSDT", "1h", 2024, 12)
+    manager.write_partition(new, "BTCUSDT", "1h", 2024, 12)
+    manager.write_partition(
+        random_walk_bars(datetime(2024, 11, 1), 720, interval="1h", binance_columns=True), "BTCUSDT", "1h", 2024, 11
+    )
+    bars = Lake(manager.root).read_bars("BTCUSDT", "1h")
+    december = bars[bars["ts_ns"] >= old["ts_ns"].iloc[0]].set_index("ts_ns")["close_time_ns"]
+    assert str(december.dtype) == "Int64"
+    assert december.loc[new["ts_ns"]].tolist() == new["close_time_ns"].tolist()
+    assert december.isna().sum() == len(old) - len(new)  # the old rows the new ones did not replace

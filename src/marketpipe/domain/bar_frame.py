@@ -22,6 +22,8 @@ VOLUME_COLUMN = "volume"
 REQUIRED_COLUMNS = (TIMESTAMP_COLUMN, *PRICE_COLUMNS, VOLUME_COLUMN)
 OPTIONAL_INTEGER_COLUMNS = ("trade_count",)
 OPTIONAL_FLOAT_COLUMNS = ("quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "vwap")
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_INT64_LIMIT_FLOAT = float(2**63)  # the smallest float64 above int64's range
 
 
 def empty_bar_frame(columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -36,10 +38,42 @@ def _positions(mask: np.ndarray) -> list[int]:
 
 
 def _as_float64(series: pd.Series, name: str) -> np.ndarray:
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+    """The column as float64 (NaN where missing); SchemaError for bool, complex and non-numeric dtypes."""
+    dtype = series.dtype  # kind "c" (complex): the cast would silently drop the imaginary part
+    if dtype.kind in "bc" or not pd.api.types.is_numeric_dtype(dtype):
         raise SchemaError(f"Column {name!r} must be numeric, got dtype {dtype}")
     return series.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _check_unique_columns(df: pd.DataFrame) -> None:
+    """SchemaError if a column name occurs twice (``df[name]`` would then be a frame, not a column)."""
+    if df.columns.duplicated().any():
+        raise SchemaError(f"DataFrame has duplicate column names: {sorted(set(df.columns[df.columns.duplicated()]))}")
+
+
+def _beyond_int64(series: pd.Series) -> np.ndarray:
+    """Rows of an integer column holding values above int64's maximum (only unsigned dtypes can)."""
+    if series.dtype.kind != "u":
+        return np.zeros(len(series), dtype=bool)
+    return (series > _INT64_MAX).to_numpy(dtype=bool, na_value=False)
+
+
+def _whole_numbers(series: pd.Series, name: str) -> np.ndarray | pd.arrays.IntegerArray:
+    """A count column as int64, exactly (nullable ``Int64`` if some are missing).
+
+    Raises DataValidationError (rule ``name``) for negative, fractional, non-finite or int64-overflowing values.
+    """
+    values = _as_float64(series, name)
+    missing = np.isnan(values)
+    integer = pd.api.types.is_integer_dtype(series.dtype)
+    too_large = _beyond_int64(series) if integer else values >= _INT64_LIMIT_FLOAT
+    bad = ~missing & (~np.isfinite(values) | (values < 0) | (values != np.floor(values)) | too_large)
+    if bad.any():
+        raise DataValidationError(name, f"Column {name!r} must hold whole numbers >= 0 within int64", _positions(bad))
+    # Integer input is taken exactly: no round trip through float64 for counts above 2**53.
+    whole = series.to_numpy(dtype="int64", na_value=0) if integer else np.where(missing, 0, values).astype("int64")
+    # Unknown counts (bars from a source without them, merged with bars that have them) stay null.
+    return pd.arrays.IntegerArray(whole, missing) if missing.any() else whole
 
 
 def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -59,14 +93,16 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise SchemaError(f"DataFrame missing required columns: {missing}")
-    if df.columns.duplicated().any():
-        raise SchemaError(f"DataFrame has duplicate column names: {sorted(set(df.columns[df.columns.duplicated()]))}")
+    _check_unique_columns(df)
 
     ts = df[TIMESTAMP_COLUMN]
     if not pd.api.types.is_integer_dtype(ts.dtype) or pd.api.types.is_bool_dtype(ts.dtype):
         raise SchemaError(f"Column 'ts_ns' must be integer nanoseconds since the epoch, got dtype {ts.dtype}")
     if ts.isna().any():
         raise DataValidationError("timestamp", "Column 'ts_ns' has missing values", _positions(ts.isna().to_numpy()))
+    beyond = _beyond_int64(ts)  # uint64 above int64's range would wrap to negative times
+    if beyond.any():
+        raise DataValidationError("timestamp", "Column 'ts_ns' has values beyond int64 nanoseconds", _positions(beyond))
     ts_values = ts.to_numpy(dtype="int64")
 
     prices = {name: _as_float64(df[name], name) for name in PRICE_COLUMNS}
@@ -103,14 +139,7 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
             canonical[name] = _as_float64(df[name], name)
     for name in OPTIONAL_INTEGER_COLUMNS:
         if name in df.columns:
-            values = _as_float64(df[name], name)
-            missing = np.isnan(values)
-            bad = ~missing & (~np.isfinite(values) | (values < 0) | (values != np.floor(values)))
-            if bad.any():
-                raise DataValidationError(name, f"Column {name!r} must hold whole numbers >= 0", _positions(bad))
-            whole = np.where(missing, 0, values).astype("int64")
-            # Unknown counts (bars from a source without them, merged with bars that have them) stay null.
-            canonical[name] = pd.arrays.IntegerArray(whole, missing) if missing.any() else whole
+            canonical[name] = _whole_numbers(df[name], name)
     # One copy, in the input's column order; other columns keep their dtype (``.array``: no index alignment).
     columns = {name: canonical[name] if name in canonical else df[name].array for name in df.columns}
     return pd.DataFrame(columns, index=pd.RangeIndex(len(df)), copy=True)
@@ -121,7 +150,9 @@ def timestamps_to_ns(df: pd.DataFrame) -> pd.DataFrame:
 
     ``timestamp`` must be a datetime column (naive values are taken as UTC; any resolution or time zone);
     strings and numbers are refused rather than guessed. The ``timestamp`` column is replaced by ``ts_ns``.
+    Duplicate column names are refused (SchemaError): every writer passes its frame through here first.
     """
+    _check_unique_columns(df)
     if TIMESTAMP_COLUMN in df.columns or "timestamp" not in df.columns:
         return df
     stamps = df["timestamp"]

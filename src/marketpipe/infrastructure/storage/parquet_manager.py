@@ -20,7 +20,6 @@ import pandas as pd
 import pyarrow as pa
 
 from marketpipe.domain.bar_frame import (
-    OPTIONAL_INTEGER_COLUMNS,
     TIMESTAMP_COLUMN,
     timestamps_to_ns,
     validate_bar_frame,
@@ -129,9 +128,11 @@ class ParquetManager:
             remove_stale_temp_files(target)
             if target.exists():
                 existing = read_bar_files([LakeFile(key, target, 0)])
-                merged = pd.concat([existing, new], ignore_index=True)
+                merged = pd.concat([_nullable_integers(existing), _nullable_integers(new)], ignore_index=True)
                 merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
-                table = _to_table(validate_bar_frame(merged))
+                merged = validate_bar_frame(merged)
+                tightened = _without_needless_nulls(merged)  # a merge must not change a column's stored dtype
+                table = _to_table(merged if tightened is None else tightened)
             self._options.write(table, target)
         log.debug("wrote %d bars to %s", table.num_rows, target)
         return target
@@ -203,12 +204,21 @@ class ParquetManager:
         return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
 
 
+def _nullable_integers(bars: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns other than ``ts_ns`` as nullable Int64: concatenated with a frame lacking them they stay
+    exact and integer (float64 would round counts and nanosecond close times above 2**53)."""
+    present = [
+        name
+        for name, dtype in bars.dtypes.items()
+        if name != TIMESTAMP_COLUMN and pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.Int64Dtype)
+    ]
+    return bars.astype(dict.fromkeys(present, "Int64")) if present else bars
+
+
 def _without_needless_nulls(bars: pd.DataFrame) -> pd.DataFrame | None:
     """``bars`` with nullable integer columns that hold no null made plain int64; None if there are none."""
     needless = [
-        name
-        for name in OPTIONAL_INTEGER_COLUMNS
-        if name in bars.columns and isinstance(bars[name].dtype, pd.Int64Dtype) and not bars[name].isna().any()
+        name for name, dtype in bars.dtypes.items() if isinstance(dtype, pd.Int64Dtype) and not bars[name].isna().any()
     ]
     return bars.astype(dict.fromkeys(needless, "int64")) if needless else None
 
