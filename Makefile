@@ -25,8 +25,10 @@ format:
 	$(PY) -m ruff format src tests benchmarks
 	$(PY) -m ruff check --fix src tests benchmarks
 
+# The long kill/concurrency/fuzz/hostile-input/secrets runs (tests/reliability at --reliability=long, plus the soak
+# tests marked slow); prints the fault-injection table and writes it to reliability-report.json.
 reliability:
-	$(PY) -m pytest -m slow --run-slow -q
+	$(PY) -m pytest -m "reliability or slow" --run-slow --reliability=long --reliability-json reliability-report.json -q
 
 bench:
 	$(PY) benchmarks/run.py
