@@ -75,9 +75,6 @@ HOSTILE_NAMES: tuple[str, ...] = (
     ".hidden",
     "_locks",
 )
-# Known bugs, reported, kept out of the sweeps and pinned by the strict xfail tests at the end of this module:
-# an empty symbol or frame means "all of them" to the lake's listing (lake_layout.iter_lake_files, Lake.glob).
-LAKE_NAMES = tuple(name for name in HOSTILE_NAMES if name != "")
 SEEDED = "BTCUSDT"
 MONTH = date(2024, 3, 1)
 SEEDED_JOB = "seed-job"
@@ -230,7 +227,7 @@ def test_hostile_names_through_the_lake_api(tmp_path, monkeypatch, fault_report)
     with DuckDBQueryEngine(box.lake) as duck:
         count = "SELECT count(*) AS n FROM bars WHERE symbol = ?"
         seeded_rows = int(duck.sql(count, [SEEDED])["n"][0])
-        for name in LAKE_NAMES:
+        for name in HOSTILE_NAMES:
             for label, call in lake_calls(box, name):
                 tally.probe(label, name, call)
             tally.probe("duckdb.get_statistics(symbol)", name, lambda n=name: duck.get_statistics(symbol=n))
@@ -488,7 +485,7 @@ def test_hostile_names_through_the_cli(tmp_path, monkeypatch, fault_report, reli
     runner = CliRunner()
     problems, runs = [], 0
     step = reliability_scale.pick(6, 1)  # every name in the long run; every sixth in the fast one
-    for name in LAKE_NAMES[::step]:
+    for name in HOSTILE_NAMES[::step]:
         for args in cli_commands(name):
             runs += 1
             result = runner.invoke(app, args, env=env)
