@@ -41,6 +41,7 @@ from marketpipe.domain.bar_frame import (
 from marketpipe.domain.entities import OHLCVBar
 from marketpipe.domain.errors import InvalidInputError, SchemaError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
+from marketpipe.infrastructure.arrow_frames import to_pandas_exact
 from marketpipe.infrastructure.database.hot_store import HotSeries, HotStore
 from marketpipe.infrastructure.database.sql_database import SqlDatabase, SqlSession, wrap_errors
 
@@ -389,7 +390,7 @@ class SqlHotStore(HotStore):
         with self._transaction("read market data", readonly=True) as session:
             table = self._fetch_bars(session, query, params)
         empty = [c for c in OPTIONAL_COLUMNS if table.column(c).null_count == table.num_rows]
-        return ns_to_timestamps(table.drop_columns(empty).to_pandas())
+        return ns_to_timestamps(to_pandas_exact(table.drop_columns(empty)))
 
     def _batches(
         self,

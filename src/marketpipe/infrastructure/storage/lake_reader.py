@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
 from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
+from marketpipe.infrastructure.arrow_frames import to_pandas_exact
 from marketpipe.infrastructure.storage.lake_layout import LakeFile
 
 FILENAME_FIELD = "__filename"
@@ -60,18 +61,7 @@ def read_bar_files(
     if timestamps:
         stamps = table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("ns", tz="UTC"))
         table = table.drop_columns([TIMESTAMP_COLUMN]).add_column(0, "timestamp", stamps)
-    return _to_pandas_exact(table)
-
-
-def _to_pandas_exact(table: pa.Table) -> pd.DataFrame:
-    """``table.to_pandas()``, except that integer columns holding nulls become nullable ``Int64`` rather than
-    float64, which would round values above 2**53 (nanosecond close times, huge counts)."""
-    frame = table.to_pandas()
-    for name in table.column_names:
-        column = table.column(name)
-        if pa.types.is_integer(column.type) and column.null_count:
-            frame[name] = column.to_pandas(types_mapper={column.type: pd.Int64Dtype()}.get)
-    return frame
+    return to_pandas_exact(table)
 
 
 def _scan(
