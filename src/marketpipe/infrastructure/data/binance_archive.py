@@ -135,6 +135,8 @@ def parse_klines(csv_bytes: bytes, *, source: str = "archive") -> pd.DataFrame:
         raise ArchiveFormatError(f"{source}: malformed kline CSV: {message[:500]}", rows) from exc
     if table.num_rows == 0:
         raise ArchiveFormatError(f"{source}: kline CSV has no rows")
+    if b"0x" in data or b"0X" in data:  # Arrow reads "0x10" as 16; Binance writes decimal numbers only
+        _refuse_hexadecimal(data, skip, source)
     col = {name: table.column(name).to_numpy() for name in table.column_names}
     extra = np.column_stack([col[name] for name in _EXTRA_FLOATS])
     _refuse(source, "quote and taker volumes must be finite numbers", (~np.isfinite(extra)).any(axis=1))
@@ -191,6 +193,16 @@ def _diagnose(data: bytes, skip: int, message: str) -> tuple[str, list[int]]:
     cells = table.column(KLINE_COLUMNS[int(found[1])]).to_pylist()
     # pyarrow's message shows the cell decoded with U+FFFD for bytes that are no UTF-8: compare it the same way.
     return message, [i for i, cell in enumerate(cells) if cell.decode("utf-8", "replace") == found[2]]
+
+
+def _refuse_hexadecimal(data: bytes, skip: int, source: str) -> None:
+    """ArchiveFormatError naming the rows with a hexadecimal cell (``0x10``), which Arrow would read as a number."""
+    text = _read_csv(data, skip, as_text=True)
+    mask = np.zeros(text.num_rows, dtype=bool)
+    for name in text.column_names:
+        cells = text.column(name).to_pylist()
+        mask |= np.fromiter((c.lstrip(b"+-").lower().startswith(b"0x") for c in cells), dtype=bool, count=len(cells))
+    _refuse(source, "numbers must be decimal, not hexadecimal", mask)
 
 
 def _refuse(source: str, message: str, mask: np.ndarray) -> None:

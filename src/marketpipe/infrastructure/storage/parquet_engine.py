@@ -14,7 +14,6 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, validate_bar_frame
 from marketpipe.domain.errors import DataValidationError, InvalidInputError
@@ -35,6 +34,7 @@ from marketpipe.infrastructure.storage.parquet_format import (
     DEFAULT_COMPRESSION,
     DEFAULT_ROW_GROUP_SIZE,
     ParquetWriteOptions,
+    bars_to_table,
 )
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ParquetStorageEngine:
         bars = validate_bar_frame(df)
         bars = _drop_partition_columns(bars, key)
         key.check_contains(bars[TIMESTAMP_COLUMN].to_numpy())
-        table = pa.Table.from_pandas(bars, preserve_index=False)
+        table = bars_to_table(bars)
 
         final_path = key.path_under(self._root)
         with path_lock(key.lock_path_under(self._root)):

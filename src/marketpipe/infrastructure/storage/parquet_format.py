@@ -11,15 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from marketpipe.domain.errors import InvalidInputError
+from marketpipe.domain.errors import InvalidInputError, SchemaError
 from marketpipe.infrastructure.storage.atomic import atomic_write
 
 COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 DEFAULT_COMPRESSION = "zstd"
 DEFAULT_ROW_GROUP_SIZE = 64 * 1024
+
+
+def bars_to_table(bars: pd.DataFrame, *, nthreads: int | None = None) -> pa.Table:
+    """A validated bar frame as an Arrow table; SchemaError for an extra column Parquet cannot store (complex
+    numbers, arbitrary Python objects)."""
+    try:
+        return pa.Table.from_pandas(bars, preserve_index=False, nthreads=nthreads)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise SchemaError(f"A column cannot be stored in Parquet: {exc}") from None
 
 
 def check_compression(compression: str) -> str:

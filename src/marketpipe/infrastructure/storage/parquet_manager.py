@@ -37,7 +37,7 @@ from marketpipe.infrastructure.storage.lake_layout import (
     remove_empty_dirs,
 )
 from marketpipe.infrastructure.storage.lake_reader import read_bar_files
-from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions
+from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions, bars_to_table
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def _without_needless_nulls(bars: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def _to_table(bars: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(bars, preserve_index=False, nthreads=1)
+    return bars_to_table(bars, nthreads=1)
 
 
 def _without_key_columns(df: pd.DataFrame, key: PartitionKey) -> pd.DataFrame:
