@@ -17,7 +17,8 @@ from marketpipe.infrastructure.database.sql_database import SqlDatabase
 from marketpipe.infrastructure.database.sqlite_database import SqliteDatabase
 from marketpipe.infrastructure.storage import ParquetStorageEngine
 
-# S3 fixtures (moto server, buckets, an independent boto3 client); "integration" resolves because pytest puts
+# S3 fixtures (moto server, buckets, an independent boto3 client) and the fault-injection report of the reliability
+# suite (--reliability=fast|long, the summary table); "integration" and "reliability" resolve because pytest puts
 # tests/ on sys.path when it loads this conftest.
 pytest_plugins = ["integration.s3_fixtures", "reliability.reporting"]
 
