@@ -140,7 +140,7 @@ def fuzz_lake_writer(
 
 
 def read_months(root: Path) -> pd.DataFrame:
-    return ParquetManager(root).read_date_range(SYMBOL, INTERVAL, date(2000, 1, 1), date(2100, 1, 1))
+    return ParquetManager(root).read_date_range(SYMBOL, INTERVAL, date(1970, 1, 1), date(2262, 1, 1))
 
 
 WRITERS = {
