@@ -28,7 +28,7 @@ format:
 # The long kill/concurrency/fuzz/hostile-input/secrets runs (tests/reliability at --reliability=long, plus the soak
 # tests marked slow); prints the fault-injection table and writes it to reliability-report.json.
 reliability:
-	$(PY) -m pytest -m "reliability or slow" --run-slow --reliability=long --reliability-json reliability-report.json -q
+	$(PY) -m pytest -m "reliability or slow" --run-slow --reliability=long --reliability-json=reliability-report.json -q tests
 
 bench:
 	$(PY) benchmarks/run.py
