@@ -460,6 +460,10 @@ FRAME_MUTATIONS = (
 )
 
 
+def _is_float64(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame.columns and frame[column].dtype == np.float64
+
+
 @st.composite
 def hostile_frames(draw: st.DrawFn, base: st.SearchStrategy[pd.DataFrame] | None = None) -> tuple[pd.DataFrame, list]:
     """A bar frame (from ``base``, default :func:`bar_frames`) with 0-3 mutations; returns it and their names."""
@@ -471,13 +475,15 @@ def hostile_frames(draw: st.DrawFn, base: st.SearchStrategy[pd.DataFrame] | None
             break
         row = draw(st.integers(0, n - 1))
         applied.append(kind)
+        # Values are set only into plain float64 columns: pandas refuses lossy or cross-type assignment (an earlier
+        # mutation may have retyped the column), and the mutation is about the value, not the dtype.
         if kind == "non_finite" and "volume" in frame.columns:
             column = draw(st.sampled_from([c for c in (*PRICE_NAMES, "volume") if c in frame.columns] or ["volume"]))
-            if frame[column].dtype.kind == "f":
+            if _is_float64(frame, column):
                 frame.loc[row, column] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        elif kind == "negative_volume" and frame.get("volume") is not None and frame["volume"].dtype.kind == "f":
+        elif kind == "negative_volume" and _is_float64(frame, "volume"):
             frame.loc[row, "volume"] = -draw(st.floats(1e-300, 1e300))
-        elif kind == "ohlc_violation" and {"high", "low"} <= set(frame.columns) and frame["low"].dtype.kind == "f":
+        elif kind == "ohlc_violation" and _is_float64(frame, "high") and _is_float64(frame, "low"):
             frame.loc[row, "high"] = frame.loc[row, "low"] * 0.5 - 1.0
         elif kind in ("unsorted", "duplicate_time") and n > 1 and frame.get("ts_ns") is not None:
             other = draw(st.integers(0, n - 1).filter(lambda i, row=row: i != row))
