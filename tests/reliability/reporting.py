@@ -137,18 +137,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     scale = config.getoption("--reliability")
     terminalreporter.section(f"fault-injection report ({scale})")
-    header = f"{'category':<12} {'operation':<44} {'runs':>7} {'faults':>8} {'violations':>10}"
+    width = max(len("operation"), *(len(row.operation) for row in rows))
+    header = f"{'category':<12} {'operation':<{width}} {'runs':>7} {'faults':>8} {'violations':>10}"
     terminalreporter.write_line(header)
     terminalreporter.write_line("-" * len(header))
     for row in rows:
         terminalreporter.write_line(
-            f"{row.category:<12} {row.operation:<44} {row.runs:>7} {row.faults:>8} {row.violations:>10}"
+            f"{row.category:<12} {row.operation:<{width}} {row.runs:>7} {row.faults:>8} {row.violations:>10}"
         )
     terminalreporter.write_line("-" * len(header))
     total_faults = sum(row.faults for row in rows)
     total_violations = sum(row.violations for row in rows)
+    operations = f"{len(rows)} operations"
     terminalreporter.write_line(
-        f"{'total':<12} {len(rows):<44} {sum(r.runs for r in rows):>7} {total_faults:>8} {total_violations:>10}"
+        f"{'total':<12} {operations:<{width}} {sum(r.runs for r in rows):>7} {total_faults:>8} {total_violations:>10}"
     )
     target = config.getoption("--reliability-json")
     if target:
