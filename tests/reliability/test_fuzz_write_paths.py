@@ -207,7 +207,7 @@ def test_sqlite_hot_store_inserts_are_all_or_nothing(tmp_path: Path, fault_repor
                     store.insert_market_data(existing, symbol=SYMBOL, interval=INTERVAL)
 
                 def read_rows() -> Rows:
-                    stored = store.get_market_data(SYMBOL, INTERVAL, date(2000, 1, 1), date(2100, 1, 1))
+                    stored = store.get_market_data(SYMBOL, INTERVAL, date(1970, 1, 1), date(2262, 1, 1))
                     return dict(sorted(rows_of(stored).items()))
 
                 check_write(

@@ -7,11 +7,12 @@ import pyarrow as pa
 
 
 def to_pandas_exact(table: pa.Table) -> pd.DataFrame:
-    """``table.to_pandas()``, except that integer columns holding nulls become nullable ``Int64`` rather than
+    """``table.to_pandas()``, except that integer columns holding nulls become nullable ``Int64``/``UInt64`` rather than
     float64, which would round values above 2**53 (nanosecond close times, huge counts)."""
     frame = table.to_pandas()
     for name in table.column_names:
         column = table.column(name)
         if pa.types.is_integer(column.type) and column.null_count:
-            frame[name] = column.to_pandas(types_mapper={column.type: pd.Int64Dtype()}.get)
+            nullable = pd.Int64Dtype() if pa.types.is_signed_integer(column.type) else pd.UInt64Dtype()
+            frame[name] = column.to_pandas(types_mapper={column.type: nullable}.get)
     return frame

@@ -48,11 +48,11 @@ def read_bar_files(
         columns = list(dict.fromkeys([TIMESTAMP_COLUMN, *columns]))
     for attempt in range(1, READ_ATTEMPTS + 1):
         present = files if attempt == 1 else [f for f in files if f.path.exists()]
-        if not present:
-            empty = empty_bar_frame(columns)
-            return ns_to_timestamps(empty) if timestamps else empty
         try:
-            table = _scan(present, columns, start_ns, end_ns, keep_duplicates)
+            table = _scan(present, columns, start_ns, end_ns, keep_duplicates) if present else None
+            if table is None:  # every listed file was deleted meanwhile
+                empty = empty_bar_frame(columns)
+                return ns_to_timestamps(empty) if timestamps else empty
             break
         except (OSError, pa.ArrowException) as exc:
             # A concurrent delete (and maybe re-write) may have swapped a listed file: retry with what is there.
@@ -66,13 +66,20 @@ def read_bar_files(
 
 def _scan(
     files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None, keep_duplicates: bool
-) -> pa.Table:
+) -> pa.Table | None:
+    """The rows of ``files`` (None if every one of them was deleted since it was listed)."""
     paths = [str(f.path) for f in files]
     if len(paths) == 1:  # one file: its columns are decoded in parallel instead
-        tables = [_read_one(paths[0], columns, start_ns, end_ns, use_threads=True)]
+        found = [_read_one(paths[0], columns, start_ns, end_ns, use_threads=True)]
     else:
         with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
-            tables = list(pool.map(lambda path: _read_one(path, columns, start_ns, end_ns), paths))
+            found = list(pool.map(lambda path: _read_one(path, columns, start_ns, end_ns), paths))
+    # A file deleted between the listing and its opening is left out, as if listed a moment later.
+    files = [f for f, t in zip(files, found, strict=True) if t is not None]
+    paths = [str(f.path) for f in files]
+    tables = [t for t in found if t is not None]
+    if not tables:
+        return None
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     if columns is not None:
         missing = [c for c in columns if c not in table.column_names]
@@ -92,13 +99,17 @@ def _scan(
 
 def _read_one(
     path: str, columns: list[str] | None, start_ns: int | None, end_ns: int | None, *, use_threads: bool = False
-) -> pa.Table:
+) -> pa.Table | None:
     """One file's rows in ``[start_ns, end_ns)``: row groups chosen by statistics, edges cut by binary search.
 
     Files declaring ``sorting_columns = ts_ns`` (every file marketpipe writes) need no per-row filter; other files
-    are filtered row by row.
+    are filtered row by row. None if the file is gone; once open, a concurrent delete or replace cannot affect it.
     """
-    with pq.ParquetFile(path) as parquet:
+    try:
+        parquet = pq.ParquetFile(path)
+    except FileNotFoundError:
+        return None
+    with parquet:
         return _read_open(parquet, columns, start_ns, end_ns, use_threads=use_threads)
 
 

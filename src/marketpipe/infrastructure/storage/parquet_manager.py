@@ -204,23 +204,29 @@ class ParquetManager:
         return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
 
 
+_NULLABLE_INTEGERS = {"i": "Int64", "u": "UInt64"}
+_PLAIN_INTEGERS = {"Int64": "int64", "UInt64": "uint64"}
+
+
 def _nullable_integers(bars: pd.DataFrame) -> pd.DataFrame:
-    """Integer columns other than ``ts_ns`` as nullable Int64: concatenated with a frame lacking them they stay
-    exact and integer (float64 would round counts and nanosecond close times above 2**53)."""
-    present = [
-        name
+    """Integer columns other than ``ts_ns`` as nullable Int64/UInt64: concatenated with a frame lacking them they
+    stay exact and integer (float64 would round counts and nanosecond close times above 2**53)."""
+    nullable = {
+        name: _NULLABLE_INTEGERS[dtype.kind]
         for name, dtype in bars.dtypes.items()
-        if name != TIMESTAMP_COLUMN and pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.Int64Dtype)
-    ]
-    return bars.astype(dict.fromkeys(present, "Int64")) if present else bars
+        if name != TIMESTAMP_COLUMN and isinstance(dtype, np.dtype) and dtype.kind in _NULLABLE_INTEGERS
+    }
+    return bars.astype(nullable) if nullable else bars
 
 
 def _without_needless_nulls(bars: pd.DataFrame) -> pd.DataFrame | None:
-    """``bars`` with nullable integer columns that hold no null made plain int64; None if there are none."""
-    needless = [
-        name for name, dtype in bars.dtypes.items() if isinstance(dtype, pd.Int64Dtype) and not bars[name].isna().any()
-    ]
-    return bars.astype(dict.fromkeys(needless, "int64")) if needless else None
+    """``bars`` with nullable integer columns that hold no null made plain int64/uint64; None if there are none."""
+    needless = {
+        name: _PLAIN_INTEGERS[dtype.name]
+        for name, dtype in bars.dtypes.items()
+        if dtype.name in _PLAIN_INTEGERS and not bars[name].isna().any()
+    }
+    return bars.astype(needless) if needless else None
 
 
 def _to_table(bars: pd.DataFrame) -> pa.Table:
