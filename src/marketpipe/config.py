@@ -123,7 +123,7 @@ def check_db_url(url: str) -> str:
         if url[len(SQLITE_PREFIX) :].startswith(":memory:"):
             raise InvalidInputError("An in-memory SQLite database cannot hold marketpipe's state; use a file path")
         return url
-    if url.partition("://")[0].lower() in ("postgresql", "postgres") and "://" in url:
+    if url_scheme(url) in ("postgresql", "postgres"):
         return url
     raise InvalidInputError(
         f"Unsupported database URL {redact_url(url)!r}: use sqlite:///path/to/file.db or postgresql://host/db"
@@ -160,14 +160,30 @@ def redact_url(url: str, *, keep_query: bool = False) -> str:
 def url_user_is_secret(url: str) -> bool:
     """Whether the user part of ``url``'s user info must be hidden too (its scheme is not a known one, where the
     user names a person or role: in ``s3://AK:SK@bucket`` the "user" is an access key id)."""
-    return url.partition("://")[0].lower() not in USER_SHOWN_SCHEMES
+    return url_scheme(url) not in USER_SHOWN_SCHEMES
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of ``url``, lower-cased ("" if it has no ``://``)."""
+    scheme, separator, _ = url.partition("://")
+    return scheme.lower() if separator else ""
+
+
+def url_user(url: str) -> str | None:
+    """The user of ``url``'s user info as written (None if there is no user info), split as :func:`redact_url` does."""
+    split = _user_info_of(url)
+    return None if split is None else split[0]
 
 
 def url_password(url: str) -> str | None:
     """The password of ``url``'s user info as written (None if there is none), split as :func:`redact_url` does."""
-    _, separator, rest = url.partition("://")
-    split = _split_user_info(rest) if separator else None
+    split = _user_info_of(url)
     return None if split is None else split[1]
+
+
+def _user_info_of(url: str) -> tuple[str, str | None, str] | None:
+    _, separator, rest = url.partition("://")
+    return _split_user_info(rest) if separator else None
 
 
 def _split_user_info(rest: str) -> tuple[str, str | None, str] | None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
-from marketpipe.config import redact_url, url_password, url_user_is_secret
+from marketpipe.config import redact_url, url_password, url_user, url_user_is_secret
 
 # A URL with something before an "@": up to the next whitespace, quote or bracket (a password holding one of
 # those is cut short here; clients register their passwords, which catches the rest).
@@ -132,9 +132,9 @@ def url_secrets(url: str) -> tuple[str, ...]:
     """The password of ``url``'s user info (and the user, where it is a key), as written and decoded."""
     password = url_password(url)
     found = [password] if password else []
-    if url_user_is_secret(url):
-        credentials = url.partition("://")[2].rpartition("@")[0]
-        found.append(credentials.partition(":")[0])
+    user = url_user(url)
+    if user and url_user_is_secret(url):
+        found.append(user)
     return tuple(dict.fromkeys(form for secret in found if secret for form in (secret, unquote(secret))))
 
 

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from marketpipe.config import redact_url
+from marketpipe.config import redact_url, url_scheme
 from marketpipe.domain.errors import InvalidInputError, RepositoryError
 from marketpipe.infrastructure.database.postgres_migrations import MIGRATIONS
 from marketpipe.infrastructure.database.sql_database import Row, SqlDatabase, SqlSession
@@ -81,7 +81,7 @@ class PostgresDatabase(SqlDatabase):
         if not isinstance(url, str):
             raise InvalidInputError(f"A PostgreSQL URL must be a string, got {type(url).__name__}")
         url = str.__str__(url)  # a plain str: a DatabaseUrl shows itself redacted
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        scheme = url_scheme(url)
         if scheme not in ("postgresql", "postgres"):
             hint = (
                 " For Supabase, use the project's PostgreSQL connection string (Dashboard > Connect), "
@@ -125,7 +125,7 @@ class PostgresDatabase(SqlDatabase):
         return redact_url(self._url)
 
     def describe(self) -> str:
-        return redact_url(self._url)
+        return self.url
 
     @contextmanager
     def transaction(self, *, readonly: bool = False) -> Iterator[SqlSession]:

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from marketpipe.config import redact_url
+from marketpipe.config import redact_url, url_user
 from marketpipe.domain.bar_frame import timestamps_as_utc
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError, StorageError
 from marketpipe.domain.value_objects import datetime_to_ns, to_utc
@@ -228,8 +228,8 @@ def _open(location: str, *, s3: S3Options | None, partitioning: str | None) -> t
         raise InvalidInputError(f"s3 must be S3Options or None, got {type(s3).__name__}")
     secrets = s3.secrets() if s3 is not None else []
     secrets += [s for s in url_secrets(location) if len(s) >= _MIN_SECRET_LENGTH]
-    user = location.partition("://")[2].rpartition("@")[0].partition(":")[0]
-    secrets += [user] if "/" not in user and len(user) >= _MIN_SECRET_LENGTH else []
+    user = url_user(location) or ""
+    secrets += [user] if len(user) >= _MIN_SECRET_LENGTH else []
 
     def build() -> tuple[ds.Dataset, list[str], list[tuple[str, int]]]:
         if scheme == "s3":
