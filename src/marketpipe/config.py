@@ -9,6 +9,7 @@ data_dir               MARKETPIPE_DATA_DIR     ``./data``
 db_url                 MARKETPIPE_DB_URL       ``sqlite:///{data_dir}/db/marketpipe.db``
 log_level              MARKETPIPE_LOG_LEVEL    ``WARNING``
 hot_days               MARKETPIPE_HOT_DAYS     ``30`` (bars newer than this stay in the hot store)
+lake_format            MARKETPIPE_LAKE_FORMAT  ``2`` (decimal files; ``1`` keeps writing float64 files)
 =====================  ======================  ==============================================
 """
 
@@ -25,6 +26,8 @@ ENV_DATA_DIR = "MARKETPIPE_DATA_DIR"
 ENV_DB_URL = "MARKETPIPE_DB_URL"
 ENV_LOG_LEVEL = "MARKETPIPE_LOG_LEVEL"
 ENV_HOT_DAYS = "MARKETPIPE_HOT_DAYS"
+ENV_LAKE_FORMAT = "MARKETPIPE_LAKE_FORMAT"
+LAKE_FORMAT_CHOICES = ("1", "2")
 DEFAULT_HOT_DAYS = 30
 DEFAULT_DATA_DIR = Path("data")
 SQLITE_PREFIX = "sqlite:///"
@@ -66,6 +69,7 @@ class Settings:
     db_url: str
     log_level: str = "WARNING"
     hot_days: int = DEFAULT_HOT_DAYS
+    lake_format: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.db_url, str) and not isinstance(self.db_url, DatabaseUrl):
@@ -89,7 +93,16 @@ class Settings:
         hot_days = env.get(ENV_HOT_DAYS, str(DEFAULT_HOT_DAYS)).strip()
         if not hot_days.isdigit():
             raise InvalidInputError(f"{ENV_HOT_DAYS}={hot_days!r} is not a whole number of days >= 0")
-        return cls(data_dir=resolved_dir, db_url=resolved_url, log_level=log_level, hot_days=int(hot_days))
+        lake_format = env.get(ENV_LAKE_FORMAT, "").strip() or "2"
+        if lake_format not in LAKE_FORMAT_CHOICES:
+            raise InvalidInputError(f"{ENV_LAKE_FORMAT}={lake_format!r} is not 1 (float64 files) or 2 (decimal files)")
+        return cls(
+            data_dir=resolved_dir,
+            db_url=resolved_url,
+            log_level=log_level,
+            hot_days=int(hot_days),
+            lake_format=int(lake_format),
+        )
 
     @property
     def lake_dir(self) -> Path:
@@ -113,7 +126,7 @@ class Settings:
     def __repr__(self) -> str:
         return (
             f"Settings(data_dir={str(self.data_dir)!r}, db_url={redact_url(self.db_url)!r}, "
-            f"log_level={self.log_level!r}, hot_days={self.hot_days})"
+            f"log_level={self.log_level!r}, hot_days={self.hot_days}, lake_format={self.lake_format})"
         )
 
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
 import psycopg
@@ -72,11 +73,11 @@ def hot_rows_by_second_client(database) -> list[tuple[int, float]]:
 
 
 def lake_rows(lake_dir) -> pd.DataFrame:
-    """Every bar stored in the lake's month files, read with pyarrow directly."""
-    files = sorted(lake_dir.rglob("*.parquet"))
+    """Every bar stored in the lake's month files, read by DuckDB directly (its DECIMAL -> DOUBLE cast is exact)."""
+    files = [str(f) for f in sorted(lake_dir.rglob("*.parquet"))]
     if not files:
         return pd.DataFrame({"ts_ns": pd.Series(dtype="int64"), "close": pd.Series(dtype="float64")})
-    return pd.concat([pq.read_table(f, columns=["ts_ns", "close"]).to_pandas() for f in files], ignore_index=True)
+    return duckdb.execute("SELECT ts_ns, close::DOUBLE AS close FROM read_parquet(?)", [files]).df()
 
 
 def assert_same_bars(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -299,10 +300,11 @@ def test_migrations_of_one_series_take_turns(repo, store, tmp_path):
     import threading
 
     from marketpipe.infrastructure.storage.atomic import operation_lock
+    from marketpipe.infrastructure.storage.lake_layout import lake_lock_dir
 
     store.insert_market_data(hourly_bars(CUTOFF - timedelta(days=2), CUTOFF), symbol=SYMBOL, interval=INTERVAL)
     done = threading.Event()
-    with operation_lock(tmp_path / "lake" / "_locks" / "migrate" / f"{INTERVAL}-{SYMBOL}.lock"):
+    with operation_lock(lake_lock_dir(tmp_path / "lake") / "migrate" / f"{INTERVAL}-{SYMBOL}.lock"):
         worker = threading.Thread(target=lambda: (repo.migrate_to_warm_storage(SYMBOL, INTERVAL), done.set()))
         worker.start()
         assert not done.wait(0.5)  # another migration of the series holds the lock

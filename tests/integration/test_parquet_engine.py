@@ -11,6 +11,8 @@ import pytest
 
 from marketpipe.domain import DataValidationError, EmptyDataError, InvalidInputError, SchemaError
 from marketpipe.infrastructure.storage import ParquetStorageEngine
+from marketpipe.infrastructure.storage.atomic import temp_path_for
+from marketpipe.infrastructure.storage.lake_layout import lake_temp_dir, lake_work_dir
 
 D1, D2, D3 = date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)
 
@@ -207,15 +209,27 @@ def test_unknown_compression_is_refused(tmp_path):
         ParquetStorageEngine(root=tmp_path, compression="lzma")
 
 
-def test_stale_temp_files_are_invisible_and_swept_by_the_next_write(engine, lake_root, make_day_bars):
+def test_stale_temp_files_are_outside_the_lake_and_swept_by_the_next_write(engine, lake_root, make_day_bars):
     path = engine.write(make_day_bars(D1), frame="1m", symbol="AAPL", trading_day=D1, job_id="j")
-    stale = path.with_name(f".{path.name}.tmp-deadbeef0000")
+    stale = temp_path_for(path, lake_temp_dir(lake_root))  # what a writer killed before its rename leaves
     stale.write_bytes(b"PAR1 half a file")
+    legacy = path.with_name(f".{path.name}.tmp-deadbeef0000")  # a v1 writer's temporary, inside the lake
+    legacy.write_bytes(b"PAR1 half a file")
+    assert lake_root not in stale.parents
     assert [f.job_id for f in engine.list_files()] == ["j"]
     assert len(engine.load_symbol_data("AAPL", "1m")) == 1440
     assert ds.dataset(lake_root, partitioning="hive").count_rows() == 1440
     engine.write(make_day_bars(D1), frame="1m", symbol="AAPL", trading_day=D1, job_id="j", overwrite=True)
     assert not stale.exists()
+
+
+def test_nothing_but_parquet_data_lives_under_the_lake_root(engine, lake_root, make_day_bars):
+    write_days(engine, make_day_bars, symbol="AAPL", job="J1")
+    engine.delete_job("J1")
+    write_days(engine, make_day_bars, symbol="AAPL", job="J2")
+    files = [p for p in lake_root.rglob("*") if p.is_file()]
+    assert files and all(p.suffix == ".parquet" and not p.name.startswith((".", "_")) for p in files)
+    assert (lake_work_dir(lake_root) / "locks").is_dir()  # the locks live beside the lake
 
 
 def test_outside_readers_see_every_partition_and_row(engine, lake_root, make_day_bars):
@@ -239,8 +253,9 @@ def test_outside_readers_see_every_partition_and_row(engine, lake_root, make_day
 
     mine = engine.load_symbol_data("AAPL", "1m")
     theirs = duckdb.sql(
-        f"SELECT * EXCLUDE (frame, symbol, date) FROM read_parquet('{lake_root}/**/*.parquet', "
-        "hive_partitioning=true) WHERE symbol = 'AAPL' AND frame = '1m' ORDER BY ts_ns"
+        "SELECT ts_ns, open::DOUBLE AS open, high::DOUBLE AS high, low::DOUBLE AS low, close::DOUBLE AS close, "
+        f"volume::DOUBLE AS volume, trade_count FROM read_parquet('{lake_root}/**/*.parquet', hive_partitioning=true) "
+        "WHERE symbol = 'AAPL' AND frame = '1m' ORDER BY ts_ns"
     ).df()
     pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)
 

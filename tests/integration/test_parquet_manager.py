@@ -162,7 +162,7 @@ def test_month_and_day_partitions_live_side_by_side_for_every_reader(tmp_path):
 
     theirs = (
         pl.scan_parquet(f"{lake_root}/**/*.parquet", hive_partitioning=True)
-        .select(["ts_ns", "open", "high", "low", "close", "volume"])
+        .select(pl.col("ts_ns"), pl.col("open", "high", "low", "close", "volume").cast(pl.Float64))
         .sort("ts_ns")
         .collect()
         .to_pandas()

@@ -48,6 +48,7 @@ from marketpipe.infrastructure.repositories import (
     SqliteSymbolBarsRepository,
 )
 from marketpipe.infrastructure.storage import Lake, ParquetManager
+from marketpipe.infrastructure.storage.lake_schema import decode_values
 
 HERE = Path(__file__).resolve()
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume"]
@@ -162,7 +163,8 @@ def read_series_via_dataset(lake_root: Path, frame: str, symbol: str) -> pd.Data
     if dataset is None or not dataset.files:
         return _bars(pd.DataFrame(columns=BAR_COLUMNS))
     keys = (ds.field("frame") == frame) & (ds.field("symbol") == symbol)
-    return _bars(dataset.to_table(columns=BAR_COLUMNS, filter=keys).to_pandas())
+    # Decimals decoded as the lake's readers do (pyarrow's own decimal -> float64 cast is not correctly rounded).
+    return _bars(decode_values(dataset.to_table(columns=BAR_COLUMNS, filter=keys)).to_pandas())
 
 
 def read_series_via_manager(lake_root: Path, frame: str, symbol: str) -> pd.DataFrame:
@@ -234,11 +236,12 @@ class ExpectedLake:
 
 
 def hidden_or_temporary_files(root: Path) -> list[Path]:
-    """Temporary or hidden files below ``root`` (outside the ``_locks`` bookkeeping tree)."""
+    """Temporary or hidden files below ``root`` (the lake's temporary directory included; locks are not files
+    that matter)."""
     return sorted(
         path
         for path in root.rglob("*")
-        if path.is_file() and "_locks" not in path.parts and (path.name.startswith(".") or ".tmp-" in path.name)
+        if path.is_file() and "locks" not in path.parts and (path.name.startswith(".") or ".tmp-" in path.name)
     )
 
 

@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 
 from marketpipe.infrastructure.storage.atomic import TEMP_MARKER
 from marketpipe.infrastructure.storage.lake import Lake
+from marketpipe.infrastructure.storage.lake_layout import lake_temp_dir
+from marketpipe.infrastructure.storage.lake_schema import WRITTEN_AT
 
 CHILD = Path(__file__).with_name("killpoint_child.py")
 CHILD_TIMEOUT_S = 180
@@ -228,8 +230,9 @@ def attack(case: CrashCase, events: Sequence[tuple[str, str]], *, kills: int, se
             result.problems.append(f"{where} the re-run failed ({rerun.returncode}):\n{rerun.output}")
             continue
         result.problems += [f"{where} after the re-run: {problem}" for problem in case.converged()]
-        # The re-run rewrote every file the kill interrupted, sweeping its temporaries (under the file's lock).
-        in_lake = [path for root in case.watch for path in temp_files(root / "lake")]
+        # The re-run rewrote every file the kill interrupted, sweeping its temporaries (under the file's lock): none
+        # is left in the lake or in its temporary directory beside it.
+        in_lake = [path for root in case.watch for path in temp_files(root / "lake") + lake_temps(root / "lake")]
         result.problems += [f"{where} the re-run left the temporary file {path}" for path in in_lake]
         elsewhere = sum(len(temp_files(root)) for root in case.watch) - len(in_lake)
         result.leftover_temps = max(result.leftover_temps, elsewhere)
@@ -247,8 +250,14 @@ def copy_tree(source: Path, target: Path) -> None:
 
 
 def temp_files(root: Path) -> list[Path]:
-    """Temporary files (``.NAME.tmp-XXXX``, and what a library made of such a name) anywhere below ``root``."""
-    return sorted(root.rglob(f".*{TEMP_MARKER}*")) if root.exists() else []
+    """Temporary files (``.NAME.tmp-XXXX``, ``DIGEST-NAME.tmp-XXXX``, and what a library made of such a name)
+    anywhere below ``root``."""
+    return sorted(root.rglob(f"*{TEMP_MARKER}*")) if root.exists() else []
+
+
+def lake_temps(lake: Path) -> list[Path]:
+    """Temporary files in the lake's temporary directory (beside the lake)."""
+    return temp_files(lake_temp_dir(lake))
 
 
 def is_hidden(relative: str) -> bool:
@@ -263,8 +272,13 @@ def data_files(lake: Path) -> dict[str, Path]:
 
 
 def lake_frames(lake: Path) -> dict[str, pd.DataFrame]:
-    """Every data file's rows, by relative path."""
-    return {relative: pq.read_table(path).to_pandas() for relative, path in sorted(data_files(lake).items())}
+    """Every data file's rows, by relative path, without ``written_at`` (when a row was written differs from run
+    to run; what was written must not)."""
+    frames = {}
+    for relative, path in sorted(data_files(lake).items()):
+        table = pq.read_table(path)
+        frames[relative] = table.drop_columns([c for c in (WRITTEN_AT,) if c in table.column_names]).to_pandas()
+    return frames
 
 
 def file_digests(lake: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ from marketpipe.domain.errors import MarketPipeError
 from marketpipe.infrastructure.database.factory import open_hot_store
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
 from marketpipe.infrastructure.storage import ParquetManager, ParquetStorageEngine
-from marketpipe.infrastructure.storage.lake_layout import LOCKS_DIR
+from marketpipe.infrastructure.storage.lake_layout import lake_temp_dir
 from reliability.reporting import FaultReport
 from reliability.strategies import FuzzTally, bar_frames, hostile_frames, ns_of
 
@@ -59,11 +59,11 @@ def rows_of(frame: pd.DataFrame) -> Rows:
 
 
 def lake_snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` except the lock files."""
+    """sha256 of every file under ``root`` (the lake holds data files only: locks live beside it)."""
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))
-        if path.is_file() and LOCKS_DIR not in path.relative_to(root).parts
+        if path.is_file()
     }
 
 
@@ -134,7 +134,8 @@ def fuzz_lake_writer(
                 return dict(sorted(rows_of(read(root)).items()))
 
             check_write(lambda df: store(root, df, False), read_rows, lambda: lake_snapshot(root), frame, valid)
-            assert not list(root.rglob(".*.tmp-*")), "temporary files left behind"
+            assert not list(root.rglob("*.tmp-*")), "temporary files left behind"
+            assert not list(lake_temp_dir(root).glob("*")), "temporary files left behind"
 
     return check
 

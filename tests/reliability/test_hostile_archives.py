@@ -156,7 +156,7 @@ def test_ingest_fails_only_the_hostile_units_and_stores_nothing_from_them(tmp_pa
             stored = rig.stored_job(report.job.job_id)
             if stored is None or stored.status is not JobStatus.FAILED or len(stored.errors) != len(HOSTILE_ZIPS):
                 problems.append(f"job record: {stored}")
-            allowed = ("data/cache", "data/lake/frame=1h/symbol=GOODUSDT", "data/lake/_locks", "data/state.db*")
+            allowed = ("data/cache", "data/lake/frame=1h/symbol=GOODUSDT", "data/.lake.marketpipe", "data/state.db*")
             problems += [f"stray file: {path}" for path in strays(tmp_path, before, allowed)]
             for symbol in symbols[1:]:  # the server republishes good archives: the next run must take them
                 publish(mirror, archive_of(symbol), originals[symbol])

@@ -126,12 +126,11 @@ class Tally:
 
 
 def lake_shape_problems(lake: Path) -> list[str]:
-    """Paths in the lake that are not ``frame=<interval>/symbol=<symbol>/date=<period>/<file>`` or lock files."""
+    """Paths in the lake that are not ``frame=<interval>/symbol=<symbol>/date=<period>/<file>`` (locks and temporary
+    files live beside the lake)."""
     problems = []
     for path in lake.rglob("*"):
         parts = path.relative_to(lake).parts
-        if parts[0] == "_locks":
-            parts = parts[1:]
         keys = ("frame", "symbol", "date")
         for key, part in zip(keys, parts, strict=False):
             value = part.removeprefix(f"{key}=")

@@ -136,7 +136,7 @@ def attack(scenario: Scenario, server: ArchiveServer, data_dir: Path) -> tuple[l
         if (rig.lake / "frame=1h" / f"symbol={BAD}").exists():
             problems.append("the bad unit reached the lake")
         problems += cache_problems(rig)
-        allowed = [f"{data_dir.name}/{part}" for part in ("cache", f"lake/frame=1h/symbol={GOOD}", "lake/_locks")]
+        allowed = [f"{data_dir.name}/{part}" for part in ("cache", f"lake/frame=1h/symbol={GOOD}", ".lake.marketpipe")]
         problems += [f"stray: {path}" for path in strays(data_dir.parent, before, [*allowed, "*/state.db*"])]
         server.clear_faults()
         again = rig.run([BAD, GOOD], MONTH, date(2024, 12, 31))

@@ -4,13 +4,17 @@ import struct
 import time
 import zipfile
 from datetime import date
+from decimal import Decimal
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marketpipe.domain.errors import ArchiveFormatError, ArchiveIntegrityError, DataValidationError
+from marketpipe.infrastructure.arrow_decimals import float64_values
 from marketpipe.infrastructure.data.binance_archive import (
     _read_bounded,
     extract_kline_csv,
@@ -98,8 +102,9 @@ def test_frame_columns_and_dtypes():
         "taker_buy_quote_volume",
     ]
     ints = {"ts_ns", "close_time_ns", "trade_count"}
-    assert all(frame[c].dtype == (np.int64 if c in ints else np.float64) for c in frame.columns)
-    assert frame["trade_count"].tolist() == [12] * 3 and frame["quote_volume"].tolist() == [63000.0] * 3
+    exact = pd.ArrowDtype(pa.decimal128(38, 8))  # prices and quantities are parsed as exact decimals
+    assert all(frame[c].dtype == (np.int64 if c in ints else exact) for c in frame.columns)
+    assert frame["trade_count"].tolist() == [12] * 3 and frame["quote_volume"].tolist() == [Decimal("63000")] * 3
 
 
 @pytest.mark.parametrize(
@@ -127,8 +132,16 @@ def test_decimal_text_round_trips_exactly():
     line = row(DEC_31_2358_MS, o="65432.12345678", h="65432.12345679", low="0.00000001", c="65432.12345678")
     line[5] = "0.00000001"
     frame = parse_klines(render([line]))
-    assert frame["open"][0] == float("65432.12345678") and frame["high"][0] == float("65432.12345679")
-    assert frame["low"][0] == float("0.00000001") and frame["volume"][0] == float("0.00000001")
+    assert frame["open"][0] == Decimal("65432.12345678") and frame["high"][0] == Decimal("65432.12345679")
+    assert frame["low"][0] == Decimal("0.00000001") and frame["volume"][0] == Decimal("0.00000001")
+    assert float64_values(frame["high"])[0] == float("65432.12345679")  # correctly rounded, bit for bit
+
+
+def test_numbers_with_more_than_eight_decimals_are_parsed_as_floats_losslessly():
+    line = row(DEC_31_2358_MS, o="1.123456789", h="1.2", low="1.1", c="1.123456789")
+    frame = parse_klines(render([line]))
+    assert frame["open"].dtype == np.float64 and frame["open"][0] == float("1.123456789")
+    assert frame["high"].dtype == np.float64 and frame["high"][0] == 1.2
 
 
 def test_mixed_units_name_the_rows():
@@ -346,10 +359,19 @@ def test_valid_rows_round_trip_exactly(rows, header, newline, bom):
     assert frame["ts_ns"].tolist() == [int(r[0]) * 1_000_000 for r in rows]
     assert frame["close_time_ns"].tolist() == [int(r[6]) * 1_000_000 for r in rows]
     assert frame["trade_count"].tolist() == [int(r[8]) for r in rows]
-    for column, index in (("open", 1), ("high", 2), ("low", 3), ("close", 4), ("volume", 5), ("quote_volume", 7)):
-        assert frame[column].tolist() == [float(r[index]) for r in rows]
-    assert frame["taker_buy_base_volume"].tolist() == [float(r[9]) for r in rows]
-    assert frame["taker_buy_quote_volume"].tolist() == [float(r[10]) for r in rows]
+    columns = (
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "taker_buy_base_volume",
+        "taker_buy_quote_volume",
+    )
+    for column, index in zip(columns, (1, 2, 3, 4, 5, 7, 9, 10), strict=True):
+        assert frame[column].tolist() == [Decimal(r[index]) for r in rows]  # exact decimals, never via float64
+        assert float64_values(frame[column]).tolist() == [float(r[index]) for r in rows]  # correctly rounded
 
 
 def attempt(call, *args):

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError
 from marketpipe.domain.value_objects import Interval, Symbol
 from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
-from marketpipe.infrastructure.storage.lake_layout import LOCKS_DIR, parse_period
+from marketpipe.infrastructure.storage.lake_layout import lake_lock_dir, lake_temp_dir, parse_period
 from marketpipe.infrastructure.storage.r2_client import ObjectInfo, R2Client
 
 log = logging.getLogger(__name__)
@@ -141,18 +141,19 @@ class LakeSync:
         if action.kind is SyncKind.UPLOAD:
             self._client.upload_file(local, key)
         elif action.kind is SyncKind.DOWNLOAD:
+            temp_dir = lake_temp_dir(self._root)
             with path_lock(self._lock_path(action.relative_path)):
-                remove_stale_temp_files(local)  # a pull killed mid-download left its temporary behind
-                self._client.download_file(key, local)
+                remove_stale_temp_files(local, temp_dir)  # a pull killed mid-download left its temporary behind
+                self._client.download_file(key, local, temp_dir=temp_dir)
         elif action.kind is SyncKind.DELETE_REMOTE:
             self._client.delete_object(key)
         else:
             local.unlink(missing_ok=True)
 
     def _lock_path(self, relative: str) -> Path:
-        """The lock the lake's writers take for this file: ``_locks/<its directory>/<its stem>.lock``."""
+        """The lock the lake's writers take for this file: ``<work dir>/locks/<its directory>/<its stem>.lock``."""
         path = PurePosixPath(relative)
-        return self._root / LOCKS_DIR / path.parent / f"{path.stem}.lock"
+        return lake_lock_dir(self._root) / path.parent / f"{path.stem}.lock"
 
     def _same(self, path: Path, size: int, remote: ObjectInfo) -> bool:
         return size == remote.size and self._client.local_etag(path) == remote.etag

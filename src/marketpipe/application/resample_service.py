@@ -10,6 +10,7 @@ import pandas as pd
 from marketpipe.application.resampling import resample_bars
 from marketpipe.domain.errors import InvalidInputError
 from marketpipe.domain.value_objects import Interval, Symbol
+from marketpipe.infrastructure.arrow_decimals import with_float64_decimals
 from marketpipe.infrastructure.repositories.parquet_repository import ParquetMarketDataRepository
 from marketpipe.infrastructure.storage.lake import Lake
 
@@ -52,15 +53,15 @@ def resample_stored_bars(
 ) -> ResampleOutcome:
     """Read ``symbol``'s ``source`` bars (default: the finest usable frame), resample to ``target``.
 
-    With ``write=True`` the result is stored in the lake's month partitions under frame ``target`` (merging
-    with bars already there, newer wins); ``bar_count`` and ``complete`` are stored with it.
+    Exact decimals are resampled exactly (see ``resampling``). With ``write=True`` the result is stored in the
+    lake's month partitions under frame ``target`` (merging with bars already there, newer wins); ``bar_count``
+    and ``complete`` are stored with it. The returned bars have float64 prices and volumes.
     """
     sym, tgt = Symbol(symbol), Interval(target)
     src = Interval(source) if source else Interval(choose_source_frame(lake, sym.value, tgt.value))
-    bars = resample_bars(
-        lake.read_bars(sym.value, src.value, start, end), src.value, tgt.value, drop_incomplete=drop_incomplete
-    )
+    source_bars = lake.read_bars(sym.value, src.value, start, end, exact=True)
+    bars = resample_bars(source_bars, src.value, tgt.value, drop_incomplete=drop_incomplete)
     written = 0
     if write and not bars.empty:
         written = ParquetMarketDataRepository(lake.root).save(bars, symbol=sym.value, interval=tgt.value)
-    return ResampleOutcome(sym.value, src.value, tgt.value, bars, written)
+    return ResampleOutcome(sym.value, src.value, tgt.value, with_float64_decimals(bars), written)

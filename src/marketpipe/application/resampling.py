@@ -3,17 +3,34 @@
 Buckets are aligned in UTC: fixed widths (``s``/``m``/``h``/``d``) from the Unix epoch, weeks from Monday 00:00
 UTC, months on calendar months. Buckets without any source bar are left out (as Binance does); each output bar
 says how many source bars it aggregates (``bar_count``) and whether that is all of them (``complete``).
+
+Exact decimal columns (``decimal128(p, 8)[pyarrow]``, as the lake's exact reads return them) stay exact: highs and
+lows are chosen and volumes summed on the decimals' unscaled integers, so a 1h bar built from 1m bars holds exactly
+the volume Binance's own 1h kline reports. float64 columns are aggregated as floats.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from marketpipe.domain.bar_frame import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP_COLUMN, VOLUME_COLUMN
+from marketpipe.domain.bar_frame import (
+    PRICE_COLUMNS,
+    REQUIRED_COLUMNS,
+    TIMESTAMP_COLUMN,
+    VOLUME_COLUMN,
+    is_decimal_column,
+)
 from marketpipe.domain.bar_grid import WEEK_ORIGIN_NS, origin_ns
 from marketpipe.domain.errors import InvalidInputError
 from marketpipe.domain.value_objects import Interval
+from marketpipe.infrastructure.arrow_decimals import (
+    decimal_from_python,
+    decimal_python_unscaled,
+    decimal_unscaled,
+    exact_sums,
+)
 
 TARGET_INTERVALS = ("3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "1w", "1mo")
 SUMMED_COLUMNS = ("trade_count", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
@@ -94,39 +111,67 @@ def resample_bars(bars: pd.DataFrame, source: str, target: str, *, drop_incomple
     bucket, expected = _buckets(ts, src, tgt)
     starts = np.r_[0, np.flatnonzero(np.diff(bucket)) + 1]
     ends = np.r_[starts[1:], len(ts)]  # exclusive
-    out: dict[str, np.ndarray] = {TIMESTAMP_COLUMN: bucket[starts]}
-    out["open"] = bars["open"].to_numpy(dtype=np.float64)[starts]
-    out["high"] = np.maximum.reduceat(bars["high"].to_numpy(dtype=np.float64), starts)
-    out["low"] = np.minimum.reduceat(bars["low"].to_numpy(dtype=np.float64), starts)
-    out["close"] = bars["close"].to_numpy(dtype=np.float64)[ends - 1]
+    out: dict[str, object] = {TIMESTAMP_COLUMN: bucket[starts]}
+    out["open"] = _take(bars["open"], starts)
+    out["high"] = _extreme(bars["high"], starts, np.maximum)
+    out["low"] = _extreme(bars["low"], starts, np.minimum)
+    out["close"] = _take(bars["close"], ends - 1)
     for name in summed:
         out[name] = _bucket_sums(bars[name], starts, integer=name == "trade_count")
     bar_count = (ends - starts).astype(np.int64)
     out["bar_count"] = bar_count
     out["complete"] = bar_count == expected[starts]
     result = pd.DataFrame(out)
+    stamps = result[TIMESTAMP_COLUMN].to_numpy()
 
     if drop_incomplete:
         keep = np.ones(len(result), dtype=bool)
-        if not out["complete"][0] and ts[0] > out[TIMESTAMP_COLUMN][0]:
+        complete = result["complete"].to_numpy()
+        if not complete[0] and ts[0] > stamps[0]:
             keep[0] = False
-        bucket_end = out[TIMESTAMP_COLUMN][-1] + expected[-1] * src.nanoseconds
-        if not out["complete"][-1] and ts[-1] + src.nanoseconds < bucket_end:
+        bucket_end = stamps[-1] + expected[-1] * src.nanoseconds
+        if not complete[-1] and ts[-1] + src.nanoseconds < bucket_end:
             keep[-1] = False
         if not keep.all():
             result = result[keep].reset_index(drop=True)
     return result
 
 
+def _take(values: pd.Series, rows: np.ndarray) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """The values at ``rows`` (decimals stay decimals)."""
+    if is_decimal_column(values):
+        return values.array.take(rows)
+    return values.to_numpy(dtype=np.float64)[rows]
+
+
+def _extreme(values: pd.Series, starts: np.ndarray, pick: np.ufunc) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """Per bucket, the largest (``np.maximum``) or smallest (``np.minimum``) value; decimals compared exactly."""
+    if not is_decimal_column(values):
+        return pick.reduceat(values.to_numpy(dtype=np.float64), starts)
+    array = pa.array(values.array)
+    unscaled, fits, _ = decimal_unscaled(array)
+    if not fits.all():  # beyond int64 (not a price): compare as Python integers
+        unscaled = np.array(decimal_python_unscaled(array), dtype=object)
+    best = pick.reduceat(unscaled, starts)
+    return pd.arrays.ArrowExtensionArray(decimal_from_python(best.tolist(), array.type))
+
+
 def _bucket_sums(
     values: pd.Series, starts: np.ndarray, *, integer: bool
 ) -> np.ndarray | pd.api.extensions.ExtensionArray:
-    """Per-bucket sums; a bucket holding a missing value sums to missing (unknown), not to a smaller number."""
+    """Per-bucket sums; a bucket holding a missing value sums to missing (unknown), not to a smaller number.
+
+    Decimals are summed exactly (as integers, never through float64) into ``decimal128(38, scale)``."""
     missing = values.isna().to_numpy()
-    if not missing.any():
+    unknown = np.add.reduceat(missing, starts) > 0 if missing.any() else None
+    if is_decimal_column(values):
+        array = pa.array(values.array)
+        sums = exact_sums(array, starts)
+        totals: list[int | None] = [None if unknown is not None and unknown[i] else n for i, n in enumerate(sums)]
+        return pd.arrays.ArrowExtensionArray(decimal_from_python(totals, pa.decimal128(38, array.type.scale)))
+    if unknown is None:
         return np.add.reduceat(values.to_numpy(dtype=np.int64 if integer else np.float64), starts)
-    sums = np.add.reduceat(values.to_numpy(dtype=np.float64, na_value=0.0), starts)
-    unknown = np.add.reduceat(missing, starts) > 0
+    sums_f = np.add.reduceat(values.to_numpy(dtype=np.float64, na_value=0.0), starts)
     if integer:
-        return pd.arrays.IntegerArray(np.where(unknown, 0, sums).astype(np.int64), unknown)
-    return np.where(unknown, np.nan, sums)
+        return pd.arrays.IntegerArray(np.where(unknown, 0, sums_f).astype(np.int64), unknown)
+    return np.where(unknown, np.nan, sums_f)

@@ -1,13 +1,16 @@
 """Rules for a frame of bars (the lake's columnar form) and the function that enforces them.
 
 A bar frame has ``ts_ns`` (int64 nanoseconds since the epoch, UTC, bar open time) and ``open``, ``high``,
-``low``, ``close``, ``volume`` (float64). Other columns may follow. :func:`validate_bar_frame` checks every
-rule at once, vectorised, and raises a typed :class:`DataValidationError` naming the offending rows.
+``low``, ``close``, ``volume``: float64, or exact decimals (Arrow-backed ``decimal128(p, s)[pyarrow]`` columns,
+as parsed from Binance's archives). Other columns may follow. :func:`validate_bar_frame` checks every rule at
+once, vectorised (decimals compared exactly), and raises a typed :class:`DataValidationError` naming the offending
+rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -37,12 +40,41 @@ def _positions(mask: np.ndarray) -> list[int]:
     return np.flatnonzero(mask).tolist()
 
 
+def is_decimal_column(series: pd.Series) -> bool:
+    """Whether a column holds exact decimals (an Arrow-backed ``decimal128`` column)."""
+    dtype = series.dtype
+    return isinstance(dtype, pd.ArrowDtype) and str(dtype.pyarrow_dtype).startswith("decimal")
+
+
 def _as_float64(series: pd.Series, name: str) -> np.ndarray:
     """The column as float64 (NaN where missing); SchemaError for bool, complex and non-numeric dtypes."""
     dtype = series.dtype  # kind "c" (complex): the cast would silently drop the imaginary part
     if dtype.kind in "bc" or not pd.api.types.is_numeric_dtype(dtype):
         raise SchemaError(f"Column {name!r} must be numeric, got dtype {dtype}")
     return series.to_numpy(dtype="float64", na_value=np.nan)
+
+
+Values = np.ndarray | pd.Series
+
+
+def _values(series: pd.Series, name: str) -> Values:
+    """A value column for checking: exact decimals as they are (compared exactly, through Arrow), anything else
+    numeric as float64."""
+    return series.reset_index(drop=True) if is_decimal_column(series) else _as_float64(series, name)
+
+
+def _mask(result: Values) -> np.ndarray:
+    """A comparison's result as a numpy bool mask (missing counts as False)."""
+    if isinstance(result, pd.Series):
+        return result.to_numpy(dtype=bool, na_value=False)
+    return np.asarray(result, dtype=bool)
+
+
+def _missing(values: Values) -> np.ndarray:
+    """Rows that are missing, NaN or infinite."""
+    if isinstance(values, pd.Series):
+        return values.isna().to_numpy(dtype=bool)
+    return ~np.isfinite(values)
 
 
 def _check_unique_columns(df: pd.DataFrame) -> None:
@@ -105,21 +137,23 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
         raise DataValidationError("timestamp", "Column 'ts_ns' has values beyond int64 nanoseconds", _positions(beyond))
     ts_values = ts.to_numpy(dtype="int64")
 
-    prices = {name: _as_float64(df[name], name) for name in PRICE_COLUMNS}
-    volume = _as_float64(df[VOLUME_COLUMN], VOLUME_COLUMN)
+    prices = {name: _values(df[name], name) for name in PRICE_COLUMNS}
+    if len({isinstance(values, pd.Series) for values in prices.values()}) > 1:
+        raise SchemaError("Price columns must all be float numbers or all be decimals, not a mix")
+    volume = _values(df[VOLUME_COLUMN], VOLUME_COLUMN)
 
     bad = np.zeros(len(df), dtype=bool)
     for values in prices.values():
-        bad |= ~np.isfinite(values)
+        bad |= _missing(values)
     if bad.any():
         raise DataValidationError("finite_prices", "Prices must be finite numbers (no NaN or inf)", _positions(bad))
 
-    bad = ~np.isfinite(volume) | (volume < 0)
+    bad = _missing(volume) | _mask(volume < 0)
     if bad.any():
         raise DataValidationError("volume", "Volume must be a finite number >= 0", _positions(bad))
 
     o, h, low, c = (prices[n] for n in PRICE_COLUMNS)
-    bad = (low > np.minimum(o, c)) | (h < np.maximum(o, c)) | (low > h)
+    bad = _mask(low > o) | _mask(low > c) | _mask(h < o) | _mask(h < c)
     if bad.any():
         raise DataValidationError("ohlc_invariant", "Bars break low <= open, close <= high", _positions(bad))
 
@@ -136,7 +170,8 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
     canonical: dict[str, object] = {TIMESTAMP_COLUMN: ts_values, **prices, VOLUME_COLUMN: volume}
     for name in OPTIONAL_FLOAT_COLUMNS:
         if name in df.columns:
-            canonical[name] = _as_float64(df[name], name)
+            canonical[name] = _values(df[name], name)
+    canonical = {name: v.array if isinstance(v, pd.Series) else v for name, v in canonical.items()}
     for name in OPTIONAL_INTEGER_COLUMNS:
         if name in df.columns:
             canonical[name] = _whole_numbers(df[name], name)
@@ -148,14 +183,17 @@ def validate_bar_frame(df: pd.DataFrame) -> pd.DataFrame:
 def timestamps_to_ns(df: pd.DataFrame) -> pd.DataFrame:
     """A bar frame keyed by ``ts_ns`` from one that has ``ts_ns`` or a datetime ``timestamp`` column.
 
-    ``timestamp`` must be a datetime column (naive values are taken as UTC; any resolution or time zone);
-    strings and numbers are refused rather than guessed. The ``timestamp`` column is replaced by ``ts_ns``.
+    ``timestamp`` must hold datetimes (naive values are taken as UTC; any resolution or time zone, also an object
+    column of datetimes); strings and numbers are refused rather than guessed. The ``timestamp`` column is replaced
+    by ``ts_ns``; a frame with both must have them agree (to the microsecond), and ``timestamp`` is dropped.
     Duplicate column names are refused (SchemaError): every writer passes its frame through here first.
     """
     _check_unique_columns(df)
-    if TIMESTAMP_COLUMN in df.columns or "timestamp" not in df.columns:
+    if "timestamp" not in df.columns:
         return df
     stamps = df["timestamp"]
+    if stamps.dtype == object:  # e.g. a concat of frames whose UTC zones are different objects
+        stamps = _datetimes_from_objects(stamps)
     if not pd.api.types.is_datetime64_any_dtype(stamps.dtype):
         raise SchemaError(f"Column 'timestamp' must be a datetime column, got dtype {stamps.dtype}")
     if stamps.isna().any():
@@ -163,9 +201,33 @@ def timestamps_to_ns(df: pd.DataFrame) -> pd.DataFrame:
             "timestamp", "Column 'timestamp' has missing values", _positions(stamps.isna().to_numpy())
         )
     utc = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
+    ns = utc.dt.as_unit("ns").astype("int64").to_numpy()
     out = df.drop(columns=["timestamp"])
-    out.insert(0, TIMESTAMP_COLUMN, utc.dt.as_unit("ns").astype("int64").to_numpy())
+    if TIMESTAMP_COLUMN in df.columns:
+        given = df[TIMESTAMP_COLUMN]  # a non-integer or incomplete ts_ns is refused by validate_bar_frame
+        usable = pd.api.types.is_integer_dtype(given.dtype) and not given.isna().any()
+        disagree = usable and np.floor_divide(ns, 1000) != np.floor_divide(given.to_numpy(dtype="int64"), 1000)
+        if np.any(disagree):
+            raise DataValidationError(
+                "timestamp", "Columns 'timestamp' and 'ts_ns' disagree", _positions(np.asarray(disagree))
+            )
+        return out
+    out.insert(0, TIMESTAMP_COLUMN, ns)
     return out
+
+
+def _datetimes_from_objects(stamps: pd.Series) -> pd.Series:
+    """An object column of datetimes (any time zone; naive means UTC) as datetime64[ns, UTC]; the column unchanged
+    if it holds anything else (strings and numbers are refused by the caller, not guessed)."""
+    present = stamps.dropna()
+    if present.empty or not all(isinstance(v, datetime | np.datetime64) for v in present):
+        return stamps
+    return pd.Series([_utc_timestamp(v) for v in stamps], index=stamps.index, dtype="datetime64[ns, UTC]")
+
+
+def _utc_timestamp(value: object) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    return stamp.tz_convert("UTC") if stamp.tzinfo is not None else stamp.tz_localize("UTC")
 
 
 def ns_to_timestamps(df: pd.DataFrame) -> pd.DataFrame:

@@ -58,6 +58,10 @@ class StorageError(MarketPipeError):
     """The lake could not be read or written (I/O failure, unreadable file)."""
 
 
+class PartitionNotFoundError(StorageError):
+    """The lake holds no such partition."""
+
+
 class RepositoryError(MarketPipeError):
     """A repository operation failed (database unreachable, constraint broken, corrupt row)."""
 

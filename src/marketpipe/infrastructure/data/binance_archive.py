@@ -3,6 +3,10 @@
 The CSV has the 12 :data:`KLINE_COLUMNS`, no header (spot) or a header whose first cell is ``open_time``
 (futures). Times are epoch milliseconds or, in spot files from 2025 on, microseconds; the unit is detected per
 file from the values: ``[1e11, 1e14)`` is milliseconds, ``[1e14, 1e17)`` is microseconds.
+
+Prices and quantities are parsed straight from their decimal text into exact decimals (DECIMAL(38,8)), never
+through float64. A file holding a number that is no decimal with at most 8 places (Binance writes none) is parsed
+as float64 instead; the lake then keeps each such value's exact float64 beside its nearest decimal.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from marketpipe.domain.bar_frame import validate_bar_frame
+from marketpipe.domain.decimals import LAKE_SCALE
 from marketpipe.domain.errors import ArchiveFormatError, ArchiveIntegrityError
 from marketpipe.infrastructure.data.binance_layout import KLINE_COLUMNS
 
@@ -39,6 +44,7 @@ _HEADER = re.compile(rb'[ \t]*"?open_time"?[ \t]*,', re.IGNORECASE)
 _INT_COLUMNS = ("open_time", "close_time", "number_of_trades")
 _USED_COLUMNS = KLINE_COLUMNS[:-1]  # "ignore" is dropped
 _EXTRA_FLOATS = ("quote_asset_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
+DECIMAL_TYPE = pa.decimal128(38, LAKE_SCALE)  # every price and quantity Binance publishes fits
 # (lowest value, highest value + 1, factor to nanoseconds) of the millisecond and microsecond units
 _UNITS = ((10**11, 10**14, 10**6), (10**14, 10**17, 10**3))
 _INT64_MAX = np.iinfo(np.int64).max
@@ -129,27 +135,37 @@ def parse_klines(csv_bytes: bytes, *, source: str = "archive") -> pd.DataFrame:
         raise ArchiveFormatError(f"{source}: kline CSV has no rows")
     skip = 1 if _HEADER.match(data[:64]) else 0
     try:
-        table = _read_csv(data, skip)
-    except pa.ArrowException as exc:
-        message, rows = _diagnose(data, skip, str(exc))
-        raise ArchiveFormatError(f"{source}: malformed kline CSV: {message[:500]}", rows) from exc
+        table = _read_csv(data, skip, values=DECIMAL_TYPE)
+    except pa.ArrowException:
+        try:  # more than 8 decimals, NaN/inf, or a malformed cell: float64 parsing tells which
+            table = _read_csv(data, skip, values=pa.float64())
+        except pa.ArrowException as exc:
+            message, rows = _diagnose(data, skip, str(exc))
+            raise ArchiveFormatError(f"{source}: malformed kline CSV: {message[:500]}", rows) from exc
     if table.num_rows == 0:
         raise ArchiveFormatError(f"{source}: kline CSV has no rows")
     if b"0x" in data or b"0X" in data:  # Arrow reads "0x10" as 16; Binance writes decimal numbers only
         _refuse_hexadecimal(data, skip, source)
-    col = {name: table.column(name).to_numpy() for name in table.column_names}
-    extra = np.column_stack([col[name] for name in _EXTRA_FLOATS])
-    _refuse(source, "quote and taker volumes must be finite numbers", (~np.isfinite(extra)).any(axis=1))
-    ts_ns, close_ns = _to_ns(col["open_time"], col["close_time"], source)
+    if pa.types.is_floating(table.schema.field("open").type):
+        extra = np.column_stack([table.column(name).to_numpy() for name in _EXTRA_FLOATS])
+        _refuse(source, "quote and taker volumes must be finite numbers", (~np.isfinite(extra)).any(axis=1))
+    ts_ns, close_ns = _to_ns(*(table.column(name).to_numpy() for name in ("open_time", "close_time")), source)
+
+    def values(name: str) -> pd.Series:
+        column = table.column(name)
+        if pa.types.is_decimal(column.type):
+            return pd.Series(pd.arrays.ArrowExtensionArray(column))
+        return pd.Series(column.to_numpy())
+
     frame = pd.DataFrame(
         {
             "ts_ns": ts_ns,
-            **{name: col[name] for name in ("open", "high", "low", "close", "volume")},
+            **{name: values(name) for name in ("open", "high", "low", "close", "volume")},
             "close_time_ns": close_ns,
-            "quote_volume": col["quote_asset_volume"],
-            "trade_count": col["number_of_trades"],
-            "taker_buy_base_volume": col["taker_buy_base_volume"],
-            "taker_buy_quote_volume": col["taker_buy_quote_volume"],
+            "quote_volume": values("quote_asset_volume"),
+            "trade_count": table.column("number_of_trades").to_numpy(),
+            "taker_buy_base_volume": values("taker_buy_base_volume"),
+            "taker_buy_quote_volume": values("taker_buy_quote_volume"),
         }
     )
     return validate_bar_frame(frame)
@@ -164,14 +180,15 @@ def read_kline_archive(zip_bytes: bytes, *, expected_name: str | None = None, so
     return parse_klines(csv_bytes, source=source)
 
 
-def _read_csv(data: bytes, skip: int, *, as_text: bool = False) -> pa.Table:
-    """The used columns, typed (or as raw bytes, single-threaded so errors name their row, when diagnosing)."""
-    types = {c: pa.binary() if as_text else pa.int64() if c in _INT_COLUMNS else pa.float64() for c in _USED_COLUMNS}
+def _read_csv(data: bytes, skip: int, *, values: pa.DataType | None = None) -> pa.Table:
+    """The used columns: typed (integers, and prices and quantities as ``values``), or as raw bytes
+    (``values=None``; single-threaded, so errors name their row) when diagnosing."""
+    types = {c: pa.int64() if c in _INT_COLUMNS else values for c in _USED_COLUMNS} if values else None
     return pacsv.read_csv(
         pa.BufferReader(data),
-        read_options=pacsv.ReadOptions(column_names=list(KLINE_COLUMNS), skip_rows=skip, use_threads=not as_text),
+        read_options=pacsv.ReadOptions(column_names=list(KLINE_COLUMNS), skip_rows=skip, use_threads=bool(values)),
         convert_options=pacsv.ConvertOptions(
-            column_types=types,
+            column_types=types or dict.fromkeys(_USED_COLUMNS, pa.binary()),
             include_columns=list(_USED_COLUMNS),
             null_values=[],
             strings_can_be_null=False,
@@ -183,7 +200,7 @@ def _read_csv(data: bytes, skip: int, *, as_text: bool = False) -> pa.Table:
 def _diagnose(data: bytes, skip: int, message: str) -> tuple[str, list[int]]:
     """pyarrow's message and the 0-based data rows at fault, found by a single-threaded re-read as text."""
     try:
-        table = _read_csv(data, skip, as_text=True)
+        table = _read_csv(data, skip)
     except pa.ArrowException as exc:  # a row with the wrong column count: "Row #<line>: Expected 12 columns ..."
         line = re.search(r"Row #(\d+)", str(exc))
         return str(exc), [int(line[1]) - 1 - skip] if line else []
@@ -197,7 +214,7 @@ def _diagnose(data: bytes, skip: int, message: str) -> tuple[str, list[int]]:
 
 def _refuse_hexadecimal(data: bytes, skip: int, source: str) -> None:
     """ArchiveFormatError naming the rows with a hexadecimal cell (``0x10``), which Arrow would read as a number."""
-    text = _read_csv(data, skip, as_text=True)
+    text = _read_csv(data, skip)
     mask = np.zeros(text.num_rows, dtype=bool)
     for name in text.column_names:
         cells = text.column(name).to_pylist()

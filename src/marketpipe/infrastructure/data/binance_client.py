@@ -30,6 +30,7 @@ from marketpipe.config import redact_url
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
 from marketpipe.domain.errors import ArchiveIntegrityError, InvalidInputError, NotPublishedError, SourceError
 from marketpipe.domain.value_objects import datetime_to_ns, next_month, to_utc
+from marketpipe.infrastructure.arrow_decimals import with_float64_decimals
 from marketpipe.infrastructure.data.binance_archive import read_kline_archive
 from marketpipe.infrastructure.data.binance_layout import (
     DEFAULT_BASE_URL,
@@ -199,7 +200,8 @@ class BinanceDataClient:
         return FetchedArchive(archive, target, actual, target.stat().st_size, from_cache=False)
 
     def read_archive(self, archive: ArchiveFile) -> tuple[pd.DataFrame, FetchedArchive]:
-        """Fetch (or take from cache), verify and parse one archive into a bar frame.
+        """Fetch (or take from cache), verify and parse one archive into a bar frame with exact decimal prices and
+        volumes (``decimal128(38, 8)[pyarrow]`` columns; see ``binance_archive``).
 
         The bytes parsed are the bytes whose SHA-256 was checked against the ``.CHECKSUM``.
         """
@@ -213,7 +215,8 @@ class BinanceDataClient:
     def download_date_range(
         self, symbol: str, interval: str, start: datetime | date, end: datetime | date
     ) -> pd.DataFrame:
-        """Bars of ``symbol`` with ``start <= timestamp < end`` as a DataFrame with a ``timestamp`` column.
+        """Bars of ``symbol`` with ``start <= timestamp < end`` as a DataFrame with a ``timestamp`` column and
+        float64 prices and volumes (each bit-identical to ``float`` of the archive's text).
 
         Months (or days) that are not published are skipped with a warning.
         """
@@ -230,7 +233,7 @@ class BinanceDataClient:
             month = next_month(month)
         if not frames:
             return ns_to_timestamps(empty_bar_frame())
-        bars = pd.concat(frames, ignore_index=True)
+        bars = with_float64_decimals(pd.concat(frames, ignore_index=True))
         ts = bars[TIMESTAMP_COLUMN]
         return ns_to_timestamps(bars[(ts >= start_ns) & (ts < end_ns)].reset_index(drop=True))
 

@@ -41,6 +41,7 @@ from marketpipe.domain.bar_frame import (
 from marketpipe.domain.entities import OHLCVBar
 from marketpipe.domain.errors import InvalidInputError, SchemaError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
+from marketpipe.infrastructure.arrow_decimals import float64_values
 from marketpipe.infrastructure.arrow_frames import to_pandas_exact
 from marketpipe.infrastructure.database.hot_store import HotSeries, HotStore
 from marketpipe.infrastructure.database.sql_database import SqlDatabase, SqlSession, wrap_errors
@@ -447,7 +448,7 @@ class SqlHotStore(HotStore):
                 nulls = valid[name].isna().to_numpy()
                 columns[name] = (valid[name].to_numpy(dtype=np.int64, na_value=0), nulls if nulls.any() else None)
             else:
-                values = valid[name].to_numpy(dtype=np.float64)
+                values = float64_values(valid[name])  # exact decimals (archive bars) correctly rounded
                 nulls = np.isnan(values)
                 columns[name] = (values, nulls if nulls.any() else None)
         return StagedBars(symbol, interval, ts_ns, columns)

@@ -35,7 +35,7 @@ from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, ne
 from marketpipe.infrastructure.repositories.parquet_repository import ParquetMarketDataRepository
 from marketpipe.infrastructure.repositories.postgres_repository import PostgresMarketDataRepository
 from marketpipe.infrastructure.storage.atomic import operation_lock
-from marketpipe.infrastructure.storage.lake_layout import LOCKS_DIR
+from marketpipe.infrastructure.storage.lake_layout import lake_lock_dir
 
 
 def utc_now() -> datetime:
@@ -145,15 +145,15 @@ class HybridMarketDataRepository(IMarketDataRepository):
 
         Month by month, oldest first: write and verify the Parquet month, then delete exactly the moved rows
         from the hot store (one transaction). Safe to re-run after a crash at any point, and safe to run
-        concurrently with writers; migrations of one series take turns (an inter-process lock in the lake's
-        ``_locks/migrate/``).
+        concurrently with writers; migrations of one series take turns (an inter-process lock in the lake's work
+        directory, ``locks/migrate/``).
 
         Raises:
             StorageError: the month read back from the lake does not hold the bars just written (the hot rows
                 are kept).
         """
         sym, ivl = Symbol(symbol).value, Interval(interval).value
-        with operation_lock(self._warm.manager.root / LOCKS_DIR / "migrate" / f"{ivl}-{sym}.lock"):
+        with operation_lock(lake_lock_dir(self._warm.manager.root) / "migrate" / f"{ivl}-{sym}.lock"):
             return self._migrate(sym, ivl, on_month)
 
     def _migrate(self, sym: str, ivl: str, on_month: Callable[[MigratedMonth], None] | None) -> int:

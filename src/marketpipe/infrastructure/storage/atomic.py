@@ -1,8 +1,10 @@
 """Crash-safe file replacement and inter-process locks for the lake.
 
-A file is written to a hidden temporary sibling (``.NAME.tmp-XXXX``), flushed and fsynced, then renamed over
-its final name, and the directory is fsynced: a reader (or a crash) sees either the old file or the new one,
-never half of one. Hidden names are skipped by ``pyarrow.dataset`` and never match ``*.parquet`` globs.
+A file is written to a temporary file, flushed and fsynced, then renamed over its final name, and the directory
+is fsynced: a reader (or a crash) sees either the old file or the new one, never half of one. The temporary file
+is a hidden sibling (``.NAME.tmp-XXXX``) by default; the lake's writers put it in the lake's own temporary
+directory instead (beside the lake, on the same file system: see ``lake_layout.lake_work_dir``), so no engine
+scanning the lake ever meets one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 
 import fasteners
@@ -26,9 +29,19 @@ WRITE_ATTEMPTS = 3
 _THREAD_LOCKS = [threading.Lock() for _ in range(64)]
 
 
-def temp_path_for(final_path: Path) -> Path:
-    """A unique hidden temporary path beside ``final_path``."""
-    return final_path.with_name(f".{final_path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+def _temp_prefix(final_path: Path, temp_dir: Path | None) -> Path:
+    """What every temporary file of ``final_path`` starts with: ``.NAME`` beside it, or a digest of its absolute
+    path in ``temp_dir`` (one flat directory; the digest tells the temporaries of different files apart)."""
+    if temp_dir is None:
+        return final_path.with_name(f".{final_path.name}")
+    digest = hashlib.blake2b(str(final_path.resolve()).encode(), digest_size=12).hexdigest()
+    return temp_dir / f"{digest}-{final_path.name}"
+
+
+def temp_path_for(final_path: Path, temp_dir: Path | None = None) -> Path:
+    """A unique temporary path for ``final_path``: a hidden sibling, or a file in ``temp_dir``."""
+    prefix = _temp_prefix(final_path, temp_dir)
+    return prefix.with_name(f"{prefix.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
 
 
 def fsync_directory(directory: Path) -> None:
@@ -40,36 +53,48 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(final_path: Path, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+def atomic_write(
+    final_path: Path, write: Callable[[Path], None], *, overwrite: bool = True, temp_dir: Path | None = None
+) -> Path:
     """Write a file through ``write(temp_path)`` and atomically move it to ``final_path``.
 
     With ``overwrite=False`` an existing ``final_path`` raises FileExistsError and is left untouched (the
-    no-clobber rename is done with ``os.link``, which fails if the name exists). The caller holds the lock.
+    no-clobber rename is done with ``os.link``, which fails if the name exists). ``temp_dir`` (on the same file
+    system as ``final_path``) holds the temporary file instead of ``final_path``'s directory. The caller holds
+    the lock.
     """
-    temp_path = temp_path_for(final_path)
+    temp_path = temp_path_for(final_path, temp_dir)
     try:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                final_path.parent.mkdir(parents=True, exist_ok=True)
-                write(temp_path)
-                break
-            except (FileNotFoundError, FileExistsError):
-                # A concurrent delete removed the (then empty) partition directory; make it again. (Path.mkdir
-                # itself raises FileExistsError when the directory vanishes between its mkdir and is_dir checks.)
-                if attempt == WRITE_ATTEMPTS:
-                    raise
+        _retry_on_vanished_directory(temp_path, lambda: write(temp_path))
         with temp_path.open("rb+") as handle:
             os.fsync(handle.fileno())
         if overwrite:
-            temp_path.replace(final_path)
+            _retry_on_vanished_directory(final_path, lambda: temp_path.replace(final_path))
         else:
-            os.link(temp_path, final_path)  # raises FileExistsError if the name is taken
+            _retry_on_vanished_directory(final_path, lambda: os.link(temp_path, final_path))  # FileExistsError if taken
             temp_path.unlink()
         fsync_directory(final_path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp_path.unlink()
     return final_path
+
+
+def _retry_on_vanished_directory(path: Path, action: Callable[[], object]) -> None:
+    """Run ``action`` (which creates ``path``) after making ``path``'s directory, again if a concurrent delete removed
+    that directory (an empty partition being cleaned up) in between."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            action()
+            return
+        except FileNotFoundError:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+        except FileExistsError:
+            # Path.mkdir raises FileExistsError when the directory vanishes between its mkdir and is_dir checks.
+            if attempt == WRITE_ATTEMPTS or path.exists():
+                raise
 
 
 def list_dir(directory: Path, pattern: str = "*") -> list[Path]:
@@ -85,10 +110,12 @@ def list_dir(directory: Path, pattern: str = "*") -> list[Path]:
         return []
 
 
-def remove_stale_temp_files(final_path: Path) -> int:
-    """Delete temporaries left beside ``final_path`` by writers that died; call only while holding its lock."""
+def remove_stale_temp_files(final_path: Path, temp_dir: Path | None = None) -> int:
+    """Delete temporaries of ``final_path`` (beside it, or in ``temp_dir``) left by writers that died; call only
+    while holding its lock."""
     removed = 0
-    for stale in list_dir(final_path.parent, f".{final_path.name}{TEMP_MARKER}*"):
+    prefix = _temp_prefix(final_path, temp_dir)
+    for stale in list_dir(prefix.parent, f"{glob_escape(prefix.name)}{TEMP_MARKER}*"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
             removed += 1

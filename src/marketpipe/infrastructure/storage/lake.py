@@ -22,7 +22,7 @@ from marketpipe.infrastructure.storage.lake_reader import read_bar_files
 class Lake:
     """Read access to every bar in the lake, across day and month partitions.
 
-    Where a day file and a month file (or two job files) hold the same bar, the most recently written wins.
+    Where a day file and a month file (or two job files) hold the same bar, the one written last wins.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -44,17 +44,22 @@ class Lake:
         *,
         columns: list[str] | None = None,
         keep_duplicates: bool = False,
+        exact: bool = False,
     ) -> pd.DataFrame:
         """Bars (``ts_ns`` frame) of ``symbol``/``frame`` with ``start <= ts < end``; either bound may be None.
 
-        Where files overlap, the newest file's bar wins, unless ``keep_duplicates`` asks for every stored row.
+        Where files overlap, the bar written last wins, unless ``keep_duplicates`` asks for every stored row.
+        Prices and volumes are float64, or with ``exact`` the stored decimals (``decimal128(p, 8)[pyarrow]``)
+        where a column holds exact decimals throughout.
         """
         start_ns = None if start is None else datetime_to_ns(start)
         end_ns = None if end is None else datetime_to_ns(end)
         if start_ns is not None and end_ns is not None and end_ns < start_ns:
             raise InvalidInputError(f"end {end} precedes start {start}")
         files = [f for f in self.files(frame, symbol) if f.key.overlaps(start_ns, end_ns)]
-        return read_bar_files(files, columns=columns, start_ns=start_ns, end_ns=end_ns, keep_duplicates=keep_duplicates)
+        return read_bar_files(
+            files, columns=columns, start_ns=start_ns, end_ns=end_ns, keep_duplicates=keep_duplicates, exact=exact
+        )
 
     def frames(self, symbol: str | None = None) -> list[str]:
         """Frames (intervals) stored, for one symbol or all."""

@@ -8,18 +8,20 @@ Two kinds of partition live side by side under the same keys ``frame``, ``symbol
 ``date`` is the partition's period: a day (``YYYY-MM-DD``) or a month (``YYYY-MM``). Because the keys are the
 same, one glob (``**/*.parquet`` with hive partitioning) reads the whole lake in DuckDB, pyarrow and polars.
 Every path component is built from a validated value (Interval, Symbol, date, job id), so no caller-given
-string can escape the lake root. Bookkeeping files live under names starting with ``_`` or ``.``, which
-``pyarrow.dataset`` skips and ``*.parquet`` globs never match.
+string can escape the lake root. Nothing but Parquet data lives under the root: locks and temporary files are
+kept beside it, in the lake's work directory (:func:`lake_work_dir`), where no engine scanning the lake meets them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +32,10 @@ from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns, ne
 from marketpipe.infrastructure.storage.atomic import list_dir
 
 PARQUET_SUFFIX = ".parquet"
-LOCKS_DIR = "_locks"
+WORK_DIR_SUFFIX = ".marketpipe"
+LEGACY_LOCKS_DIR = "_locks"  # where lake format v1 kept its locks, inside the lake
+# A trading day in an exchange's time zone (UTC-12 to UTC+14) lies within the UTC day and one day either side.
+DAY_SPAN_MARGIN = timedelta(days=1)
 HIVE_KEYS = ("frame", "symbol", "date")  # the partition keys of every lake path, in order
 MONTH_FILE_NAME = "data"
 
@@ -67,25 +72,40 @@ class PartitionKey:
         return Path(f"frame={self.frame}", f"symbol={self.symbol}", f"date={self.period_text}")
 
     @property
+    def period_end(self) -> date:
+        """The first day after the partition's period."""
+        return self.period + timedelta(days=1) if self.granularity is Granularity.DAY else next_month(self.period)
+
+    @property
     def span_ns(self) -> tuple[int, int]:
-        """The time span ``[start, end)`` the partition covers, in epoch nanoseconds (UTC)."""
-        end = self.period + timedelta(days=1) if self.granularity is Granularity.DAY else next_month(self.period)
-        return datetime_to_ns(self.period), datetime_to_ns(end)
+        """The time span ``[start, end)`` the partition covers, in epoch nanoseconds (UTC).
+
+        A month partition covers its UTC month; a day partition its trading day, which may be an exchange's day in
+        its own time zone: its span includes the UTC day before and after (pruning only; writers check the day).
+        """
+        if self.granularity is Granularity.MONTH:
+            return datetime_to_ns(self.period), datetime_to_ns(next_month(self.period))
+        start = self.period - DAY_SPAN_MARGIN
+        return datetime_to_ns(start), datetime_to_ns(self.period + timedelta(days=1) + DAY_SPAN_MARGIN)
 
     def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
         """Whether the partition's span meets ``[start_ns, end_ns)``; a None bound is open."""
         low, high = self.span_ns
         return (end_ns is None or low < end_ns) and (start_ns is None or start_ns < high)
 
-    def check_contains(self, ts_ns: np.ndarray) -> None:
-        """Raise DataValidationError naming the rows whose timestamps fall outside the partition's span."""
-        low, high = self.span_ns
+    def check_contains(self, ts_ns: np.ndarray, timezone: str = "UTC") -> None:
+        """Raise DataValidationError naming the rows whose timestamps fall outside the partition's period: its UTC
+        month, or its trading day in ``timezone`` (an IANA name)."""
+        if self.granularity is Granularity.MONTH:
+            low, high = datetime_to_ns(self.period), datetime_to_ns(next_month(self.period))
+        else:
+            low, high = day_bounds_ns(self.period, timezone)
         outside = (ts_ns < low) | (ts_ns >= high)
         if outside.any():
             raise DataValidationError(
                 "partition_mismatch",
                 f"Bars open outside {'trading day' if self.granularity is Granularity.DAY else 'month'} "
-                f"{self.period_text} (UTC)",
+                f"{self.period_text} ({'UTC' if self.granularity is Granularity.MONTH else timezone})",
                 outside.nonzero()[0].tolist(),
             )
 
@@ -93,7 +113,7 @@ class PartitionKey:
         return root / self.relative_dir / f"{self.name}{PARQUET_SUFFIX}"
 
     def lock_path_under(self, root: Path) -> Path:
-        return root / LOCKS_DIR / self.relative_dir / f"{self.name}.lock"
+        return lake_lock_dir(root) / self.relative_dir / f"{self.name}.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +140,16 @@ class LakeFile:
     def name(self) -> str:
         return self.key.name
 
-    trading_day = period  # day partitions: the UTC day
+    trading_day = period  # day partitions: the trading day
     job_id = name  # day partitions: the job that wrote the file
+
+    def modified_us(self) -> int:
+        """The file's modification time in microseconds since the epoch (0 if it is gone): when a v1 file, which
+        has no ``written_at`` column, was written."""
+        try:
+            return self.path.stat().st_mtime_ns // 1000
+        except FileNotFoundError:
+            return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +160,41 @@ class FileSummary:
     rows: int
     first_ts_ns: int | None
     last_ts_ns: int | None
+
+
+def lake_work_dir(root: Path) -> Path:
+    """The bookkeeping directory of the lake at ``root`` (its locks and temporary files).
+
+    It sits beside the lake, ``{parent}/.{name}.marketpipe``, on the same file system (renames of temporary files
+    into the lake stay atomic), so that nothing but Parquet data lives under the root: DuckDB's ``lake/**``,
+    Spark's ``basePath`` and polars' directory scans never meet a lock or a half-written file. A root that is a
+    mount point (its parent is another file system) keeps it inside, hidden: ``{root}/.marketpipe``.
+    """
+    resolved = root.resolve()
+    if resolved.parent == resolved or os.path.ismount(resolved):
+        return resolved / WORK_DIR_SUFFIX
+    return resolved.parent / f".{resolved.name}{WORK_DIR_SUFFIX}"
+
+
+def lake_lock_dir(root: Path) -> Path:
+    """Where the lake's inter-process locks live (mirroring the lake's tree)."""
+    return lake_work_dir(root) / "locks"
+
+
+def lake_temp_dir(root: Path) -> Path:
+    """Where the lake's writers put a file before renaming it into the lake."""
+    return lake_work_dir(root) / "tmp"
+
+
+def day_bounds_ns(day: date, timezone: str = "UTC") -> tuple[int, int]:
+    """``[start, end)`` of a calendar day in an IANA time zone, in epoch nanoseconds."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"Unknown time zone {timezone!r}: use an IANA name like 'America/New_York'") from exc
+    start = datetime.combine(day, time(), zone)
+    end = datetime.combine(day + timedelta(days=1), time(), zone)
+    return datetime_to_ns(start), datetime_to_ns(end)
 
 
 def month_start(year: int, month: int) -> date:
@@ -192,6 +255,23 @@ def iter_lake_files(
                     )
                     with contextlib.suppress(FileNotFoundError):
                         yield LakeFile(key, path, path.stat().st_size)
+
+
+def overlapping_files(files: list[LakeFile]) -> list[LakeFile]:
+    """The files sharing a day or month with another file of the same frame and symbol (two jobs of one day, a day
+    inside a stored month): only they can hold the same bar twice."""
+    by_series: dict[tuple[str, str], list[LakeFile]] = {}
+    for lake_file in files:
+        by_series.setdefault((lake_file.frame, lake_file.symbol), []).append(lake_file)
+    found = []
+    for series in by_series.values():
+        series.sort(key=lambda f: f.key.period)
+        for i, lake_file in enumerate(series):
+            earlier = any(other.key.period_end > lake_file.period for other in series[:i])
+            later = i + 1 < len(series) and series[i + 1].period < lake_file.key.period_end
+            if earlier or later:
+                found.append(lake_file)
+    return found
 
 
 def summarize_files(files: list[LakeFile], timestamp_column: str = "ts_ns") -> list[FileSummary]:

@@ -1,14 +1,18 @@
 """Reading bars from lake files: projection and time filters pushed into the Parquet scan, duplicates resolved.
 
-Files are scanned together by ``pyarrow.dataset`` (parallel, row groups skipped by their ``ts_ns`` statistics).
-When two files hold the same bar (a backfill job beside the original, a day file beside a month file), the
-bar from the most recently written file wins.
+Files are read in parallel threads, each one only in the row groups whose ``ts_ns`` statistics meet the range and
+only in the columns asked for. Format v1 (float64) and v2 (decimal) files are read side by side: v2 decimals become
+float64 correctly rounded (bit-identical to ``float`` of the decimal's text), or stay decimals for exact readers.
+When two files hold the same bar (a backfill job beside the original, a day file beside a month file), the bar
+written last wins: by the rows' ``written_at`` (v2), or the file's modification time (v1 files carry no such
+column).
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,13 +21,32 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
+from marketpipe.domain.bar_frame import REQUIRED_COLUMNS, TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
 from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
+from marketpipe.infrastructure.arrow_decimals import decimal_to_float64, is_decimal
 from marketpipe.infrastructure.arrow_frames import to_pandas_exact
-from marketpipe.infrastructure.storage.lake_layout import LakeFile
+from marketpipe.infrastructure.storage.lake_layout import Granularity, LakeFile, overlapping_files
+from marketpipe.infrastructure.storage.lake_schema import (
+    DECIMAL_COLUMNS,
+    FLOAT_VALUES,
+    INTERNAL_COLUMNS,
+    LAKE_FORMAT_V2,
+    WRITTEN_AT,
+    decode_values,
+    file_format,
+)
 
-FILENAME_FIELD = "__filename"
+RANK = "__written_at"
 READ_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class _Request:
+    columns: list[str] | None
+    start_ns: int | None
+    end_ns: int | None
+    exact: bool
+    ranks: bool
 
 
 def read_bar_files(
@@ -34,96 +57,146 @@ def read_bar_files(
     end_ns: int | None = None,
     keep_duplicates: bool = False,
     timestamps: bool = False,
+    exact: bool = False,
 ) -> pd.DataFrame:
     """Bars of ``files`` with ``start_ns <= ts_ns < end_ns``, sorted by ``ts_ns``, one row per timestamp.
 
-    ``columns`` selects columns (``ts_ns`` is always included). ``keep_duplicates=True`` returns every stored
-    row (for quality reports). ``timestamps=True`` returns ``ts_ns`` as a first column ``timestamp``
-    (datetime64[ns, UTC]), converted in Arrow without copying. Raises SchemaError for unknown columns and
-    StorageError for unreadable files.
+    ``columns`` selects columns (``ts_ns`` is always included); without it, every bar column that holds a value
+    in some file is returned (a v2 file's columns that are null throughout are not). ``keep_duplicates=True``
+    returns every stored row (for quality reports). ``timestamps=True`` returns ``ts_ns`` as a first column
+    ``timestamp`` (datetime64[ns, UTC]). ``exact=True`` returns decimal columns as Arrow decimals
+    (``decimal128(p, 8)[pyarrow]``) where every value is an exact decimal, float64 otherwise. Raises SchemaError
+    for unknown columns and StorageError for unreadable files.
     """
     if columns is not None:
         if not all(isinstance(c, str) for c in columns):
             raise InvalidInputError(f"Column names must be strings: {columns!r}")
         columns = list(dict.fromkeys([TIMESTAMP_COLUMN, *columns]))
+    files = sorted(files, key=lambda f: (f.key.period, f.key.granularity is Granularity.DAY, f.name))
+    request = _Request(columns, start_ns, end_ns, exact, ranks=not keep_duplicates and bool(overlapping_files(files)))
+    table = _read_with_retries(files, request)
+    if table is not None and not keep_duplicates and not request.ranks and not _strictly_increasing(table):
+        # Bars repeated across files whose periods do not meet (trading days in different time zones): rank them.
+        table = _read_with_retries(files, _Request(columns, start_ns, end_ns, exact, ranks=True))
+    if table is None:  # nothing listed, or every listed file deleted meanwhile
+        empty = empty_bar_frame(columns)
+        return ns_to_timestamps(empty) if timestamps else empty
+    table = _one_row_per_bar(table, keep_duplicates)
+    if columns is not None:
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            stored = sorted({name for f in files for name in _stored_names(f)})
+            raise SchemaError(f"Unknown columns {missing}; stored columns are {stored}")
+        table = table.select(columns)
+    frame = to_pandas_exact(table, decimals_as_arrow=exact)
+    if timestamps:
+        stamps = pd.to_datetime(frame.pop(TIMESTAMP_COLUMN).to_numpy(), unit="ns", utc=True)
+        frame.insert(0, "timestamp", stamps)
+    return frame
+
+
+def _read_with_retries(files: list[LakeFile], request: _Request) -> pa.Table | None:
     for attempt in range(1, READ_ATTEMPTS + 1):
         present = files if attempt == 1 else [f for f in files if f.path.exists()]
         try:
-            table = _scan(present, columns, start_ns, end_ns, keep_duplicates) if present else None
-            if table is None:  # every listed file was deleted meanwhile
-                empty = empty_bar_frame(columns)
-                return ns_to_timestamps(empty) if timestamps else empty
-            break
+            return _scan(present, request) if present else None
         except (OSError, pa.ArrowException) as exc:
             # A concurrent delete (and maybe re-write) may have swapped a listed file: retry with what is there.
             if attempt == READ_ATTEMPTS:
                 raise StorageError(f"Cannot read lake files: {exc}") from exc
-    if timestamps:
-        stamps = table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("ns", tz="UTC"))
-        table = table.drop_columns([TIMESTAMP_COLUMN]).add_column(0, "timestamp", stamps)
-    return to_pandas_exact(table)
+    return None
 
 
-def _scan(
-    files: list[LakeFile], columns: list[str] | None, start_ns: int | None, end_ns: int | None, keep_duplicates: bool
-) -> pa.Table | None:
-    """The rows of ``files`` (None if every one of them was deleted since it was listed)."""
-    paths = [str(f.path) for f in files]
-    if len(paths) == 1:  # one file: its columns are decoded in parallel instead
-        found = [_read_one(paths[0], columns, start_ns, end_ns, use_threads=True)]
+def _scan(files: list[LakeFile], request: _Request) -> pa.Table | None:
+    """The rows of ``files``, decoded and concatenated in file order (None if every one was deleted)."""
+    if len(files) == 1:  # one file: its columns are decoded in parallel instead
+        found = [_read_one(files[0], request, use_threads=True)]
     else:
-        with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
-            found = list(pool.map(lambda path: _read_one(path, columns, start_ns, end_ns), paths))
-    # A file deleted between the listing and its opening is left out, as if listed a moment later.
-    files = [f for f, t in zip(files, found, strict=True) if t is not None]
-    paths = [str(f.path) for f in files]
+        with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
+            found = list(pool.map(lambda lake_file: _read_one(lake_file, request), files))
     tables = [t for t in found if t is not None]
     if not tables:
         return None
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    if columns is not None:
-        missing = [c for c in columns if c not in table.column_names]
-        if missing:
-            stored = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive").names
-            raise SchemaError(f"Unknown columns {missing}; stored columns are {stored}")
-        table = table.select(columns)
-    ts = table.column(TIMESTAMP_COLUMN).to_numpy()
-    if len(ts) > 1 and not bool(np.all(np.diff(ts) > 0)):
-        if keep_duplicates:
-            return table.take(np.argsort(ts, kind="stable"))
-        schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="permissive")
-        dataset = ds.dataset(paths, schema=schema, format="parquet")
-        table = _sorted_newest_wins(dataset, table, files, columns, start_ns, end_ns)
-    return table
+    return _concat(tables)
 
 
-def _read_one(
-    path: str, columns: list[str] | None, start_ns: int | None, end_ns: int | None, *, use_threads: bool = False
-) -> pa.Table | None:
-    """One file's rows in ``[start_ns, end_ns)``: row groups chosen by statistics, edges cut by binary search.
-
-    Files declaring ``sorting_columns = ts_ns`` (every file marketpipe writes) need no per-row filter; other files
-    are filtered row by row. None if the file is gone; once open, a concurrent delete or replace cannot affect it.
-    """
+def _read_one(lake_file: LakeFile, request: _Request, *, use_threads: bool = False) -> pa.Table | None:
+    """One file's rows in the range, decoded (None if the file is gone; once open, a concurrent delete or
+    replace cannot affect it)."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(lake_file.path)
     except FileNotFoundError:
         return None
     with parquet:
-        return _read_open(parquet, columns, start_ns, end_ns, use_threads=use_threads)
+        is_v2 = file_format(parquet.schema_arrow) == LAKE_FORMAT_V2
+        wanted = _file_columns(parquet, request, is_v2)
+        table = _read_range(parquet, wanted, request.start_ns, request.end_ns, use_threads)
+    table = decode_values(table, exact=request.exact)
+    if request.ranks:
+        if WRITTEN_AT in table.column_names:
+            rank = table.column(WRITTEN_AT).cast(pa.int64())
+            table = table.drop_columns([WRITTEN_AT])
+        else:
+            rank = pa.array(np.full(table.num_rows, lake_file.modified_us(), dtype=np.int64))
+        table = table.append_column(RANK, rank)
+    return table
 
 
-def _read_open(
-    parquet: pq.ParquetFile,
-    columns: list[str] | None,
-    start_ns: int | None,
-    end_ns: int | None,
-    *,
-    use_threads: bool = False,
-) -> pa.Table:
-    metadata = parquet.metadata
+def _file_columns(parquet: pq.ParquetFile, request: _Request, is_v2: bool) -> list[str]:
+    """What to read of one file: the requested columns it has (all its bar columns when none were requested,
+    leaving out v2 optional columns that are null throughout), their ``float_values`` where any is set, and
+    ``written_at`` when ranks are needed."""
     names = parquet.schema_arrow.names
-    index = names.index(TIMESTAMP_COLUMN)
+    if request.columns is not None:
+        wanted = [c for c in request.columns if c in names and c not in INTERNAL_COLUMNS]
+    elif is_v2:
+        all_null = _all_null_columns(parquet.metadata)
+        wanted = [c for c in names if c not in INTERNAL_COLUMNS and (c in REQUIRED_COLUMNS or c not in all_null)]
+    else:
+        wanted = list(names)
+    if is_v2:
+        set_paths = _columns_with_values(parquet.metadata)
+        wanted += [f"{FLOAT_VALUES}.{c}" for c in wanted if c in DECIMAL_COLUMNS and f"{FLOAT_VALUES}.{c}" in set_paths]
+        if request.ranks:
+            wanted.append(WRITTEN_AT)
+    return wanted
+
+
+def _all_null_columns(metadata: pq.FileMetaData) -> set[str]:
+    """Top-level columns that are null in every row of the file, by their statistics (no data is read)."""
+    return {path for path in _column_paths(metadata) if "." not in path} - _columns_with_values(metadata)
+
+
+def _column_paths(metadata: pq.FileMetaData) -> list[str]:
+    if metadata.num_row_groups == 0:
+        return []
+    group = metadata.row_group(0)
+    return [group.column(i).path_in_schema for i in range(group.num_columns)]
+
+
+def _columns_with_values(metadata: pq.FileMetaData) -> set[str]:
+    """Column paths holding a non-null value in some row group (unknown statistics count as holding one)."""
+    found = set()
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        for i in range(group.num_columns):
+            chunk = group.column(i)
+            stats = chunk.statistics
+            if stats is None or not stats.has_null_count or stats.null_count < chunk.num_values:
+                found.add(chunk.path_in_schema)
+    return found
+
+
+def _read_range(
+    parquet: pq.ParquetFile, columns: list[str], start_ns: int | None, end_ns: int | None, use_threads: bool
+) -> pa.Table:
+    """Rows in ``[start_ns, end_ns)``: row groups chosen by statistics, edges cut by binary search.
+
+    Files declaring ``sorting_columns = ts_ns`` (every file marketpipe writes) need no per-row filter; other files
+    are filtered row by row.
+    """
+    metadata = parquet.metadata
+    index = parquet.schema_arrow.names.index(TIMESTAMP_COLUMN)
     groups, is_sorted = [], metadata.num_row_groups > 0
     for i in range(metadata.num_row_groups):
         group = metadata.row_group(i)
@@ -137,8 +210,9 @@ def _read_open(
         ):
             continue
         groups.append(i)
-    wanted = None if columns is None else [c for c in columns if c in names]
-    table = parquet.read_row_groups(groups, columns=wanted, use_threads=use_threads)
+    if TIMESTAMP_COLUMN not in columns:
+        columns = [TIMESTAMP_COLUMN, *columns]
+    table = parquet.read_row_groups(groups, columns=columns, use_threads=use_threads)
     if start_ns is None and end_ns is None:
         return table
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()
@@ -149,42 +223,60 @@ def _read_open(
     return table.filter(_time_filter(start_ns, end_ns))
 
 
-def _time_filter(start_ns: int | None, end_ns: int | None) -> pc.Expression | None:
-    expression = None
+def _time_filter(start_ns: int | None, end_ns: int | None) -> pc.Expression:
+    keep = pc.scalar(True)
     if start_ns is not None:
-        expression = ds.field(TIMESTAMP_COLUMN) >= pa.scalar(int(start_ns), pa.int64())
+        keep = keep & (ds.field(TIMESTAMP_COLUMN) >= pa.scalar(int(start_ns), pa.int64()))
     if end_ns is not None:
-        upper = ds.field(TIMESTAMP_COLUMN) < pa.scalar(int(end_ns), pa.int64())
-        expression = upper if expression is None else expression & upper
-    return expression
+        keep = keep & (ds.field(TIMESTAMP_COLUMN) < pa.scalar(int(end_ns), pa.int64()))
+    return keep
 
 
-def _sorted_newest_wins(
-    dataset: ds.Dataset,
-    table: pa.Table,
-    files: list[LakeFile],
-    columns: list[str] | None,
-    start_ns: int | None,
-    end_ns: int | None,
-) -> pa.Table:
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """One table of decoded file tables; a column that is decimal in one and float64 in another becomes float64."""
+    if len(tables) == 1:
+        return tables[0]
+    types: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            types.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, kinds in types.items() if len(kinds) > 1 and any(is_decimal(k) for k in kinds)}
+    if mixed:
+        tables = [_decimals_as_floats(table, mixed) for table in tables]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _decimals_as_floats(table: pa.Table, names: set[str]) -> pa.Table:
+    for name in names & set(table.column_names):
+        column = table.column(name)
+        if is_decimal(column.type):
+            floats = pa.array(decimal_to_float64(column), pa.float64(), from_pandas=True)
+            table = table.set_column(table.column_names.index(name), name, floats)
+    return table
+
+
+def _strictly_increasing(table: pa.Table) -> bool:
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()
-    order = np.argsort(ts, kind="stable")
-    if bool(np.all(np.diff(ts[order]) > 0)):
-        return table.take(order)
-    # Duplicates: rank every row by when its file was written, keep the newest per timestamp.
-    wanted = (columns or dataset.schema.names) + [FILENAME_FIELD]
-    table = dataset.to_table(columns=wanted, filter=_time_filter(start_ns, end_ns))
-    written = {str(f.path): _mtime_ns(f) for f in files}
-    rank = np.array([written.get(name, 0) for name in table.column(FILENAME_FIELD).to_pylist()], dtype=np.int64)
+    return len(ts) < 2 or bool(np.all(np.diff(ts) > 0))
+
+
+def _one_row_per_bar(table: pa.Table, keep_duplicates: bool) -> pa.Table:
+    """Sorted by ``ts_ns``; unless ``keep_duplicates``, the last-written row of each bar only."""
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()
-    order = np.lexsort((rank, ts))
-    ts_sorted = ts[order]
-    keep = np.r_[ts_sorted[1:] != ts_sorted[:-1], True]
-    return table.drop_columns([FILENAME_FIELD]).take(order[keep])
+    if not _strictly_increasing(table):
+        if keep_duplicates or RANK not in table.column_names:
+            table = table.take(np.argsort(ts, kind="stable"))
+        else:
+            # Rank every row by when it was written, keep the newest per timestamp (the later file on a tie).
+            order = np.lexsort((np.arange(len(ts)), table.column(RANK).to_numpy(), ts))
+            ts_sorted = ts[order]
+            keep = np.r_[ts_sorted[1:] != ts_sorted[:-1], True]
+            table = table.take(order[keep])
+    return table.drop_columns([RANK]) if RANK in table.column_names else table
 
 
-def _mtime_ns(lake_file: LakeFile) -> int:
+def _stored_names(lake_file: LakeFile) -> list[str]:
     try:
-        return lake_file.path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return 0
+        return [n for n in pq.read_schema(lake_file.path).names if n not in INTERNAL_COLUMNS]
+    except (OSError, pa.ArrowException):
+        return []

@@ -1,8 +1,9 @@
 """ParquetStorageEngine: day-partitioned, job-addressed Parquet files (seed 000's raw lake).
 
-Layout: ``{root}/frame=1m/symbol=AAPL/date=2024-01-01/{job_id}.parquet``. Each write validates the bars,
-writes a temporary file and renames it into place under an inter-process lock, so concurrent writers and
-crashes never leave a half-written file where readers look.
+Layout: ``{root}/frame=1m/symbol=AAPL/date=2024-01-01/{job_id}.parquet``, where ``date`` is the trading day in the
+exchange's time zone (UTC unless configured, as crypto trades around the clock). Each write validates the bars,
+writes a temporary file beside the lake and renames it into place under an inter-process lock, so concurrent
+writers and crashes never leave a half-written file where readers look.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
-from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, validate_bar_frame
+from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, timestamps_to_ns, validate_bar_frame
 from marketpipe.domain.errors import DataValidationError, InvalidInputError
-from marketpipe.domain.value_objects import validate_identifier
+from marketpipe.domain.value_objects import Symbol, validate_identifier
 from marketpipe.infrastructure.storage.atomic import path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
     HIVE_KEYS,
@@ -25,7 +27,9 @@ from marketpipe.infrastructure.storage.lake_layout import (
     Granularity,
     LakeFile,
     PartitionKey,
+    day_bounds_ns,
     iter_lake_files,
+    lake_temp_dir,
     remove_empty_dirs,
     summarize_files,
 )
@@ -34,7 +38,6 @@ from marketpipe.infrastructure.storage.parquet_format import (
     DEFAULT_COMPRESSION,
     DEFAULT_ROW_GROUP_SIZE,
     ParquetWriteOptions,
-    bars_to_table,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ class ParquetStorageEngine:
         root: the lake's root directory (created on first write).
         compression: ``zstd`` (default), ``snappy``, ``gzip``, ``brotli``, ``lz4`` or ``none``.
         row_group_size: rows per Parquet row group.
+        timezone: the IANA time zone whose calendar days are the trading days (default ``UTC``); e.g.
+            ``America/New_York`` for US equities, whose extended hours (04:00-20:00) cross UTC midnight in winter.
+        timezones: per-symbol time zones overriding ``timezone`` (``{"AAPL": "America/New_York"}``).
+        lake_format: 2 (exact decimals, default) or 1 (float64); default ``MARKETPIPE_LAKE_FORMAT`` or 2.
 
     Raises (from ``write``):
         EmptyDataError, SchemaError, DataValidationError: the frame breaks a data rule; nothing is written.
@@ -71,9 +78,16 @@ class ParquetStorageEngine:
         compression: str = DEFAULT_COMPRESSION,
         *,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        timezone: str = "UTC",
+        timezones: Mapping[str, str] | None = None,
+        lake_format: int | None = None,
     ) -> None:
         self._root = Path(root)
-        self._options = ParquetWriteOptions(compression, row_group_size)
+        self._options = ParquetWriteOptions(compression, row_group_size, lake_format)
+        self._timezone = timezone
+        self._timezones = {Symbol(symbol).value: zone for symbol, zone in (timezones or {}).items()}
+        for zone in {timezone, *self._timezones.values()}:
+            day_bounds_ns(date(2000, 1, 1), zone)  # an unknown zone fails here, not at the first write
         self.log = log
 
     @property
@@ -83,6 +97,10 @@ class ParquetStorageEngine:
     @property
     def compression(self) -> str:
         return self._options.compression
+
+    def timezone_of(self, symbol: str) -> str:
+        """The time zone whose calendar days are ``symbol``'s trading days."""
+        return self._timezones.get(Symbol(symbol).value, self._timezone)
 
     # ------------------------------------------------------------------ writing
     def write(
@@ -97,21 +115,23 @@ class ParquetStorageEngine:
     ) -> Path:
         """Validate ``df`` and store it as the job file of one (frame, symbol, day); returns the file's path.
 
-        All bars must open within ``trading_day`` (UTC). Columns ``frame``, ``symbol`` and ``date``, if
-        present, must match the partition and are not stored twice (the path carries them).
+        All bars must open within ``trading_day`` in the symbol's time zone (see ``timezone``). Columns ``frame``,
+        ``symbol`` and ``date``, if present, must match the partition and are not stored twice (the path carries
+        them).
         """
         key = PartitionKey.day(frame, symbol, _as_date(trading_day), job_id)
-        bars = validate_bar_frame(df)
+        bars = validate_bar_frame(timestamps_to_ns(df))
         bars = _drop_partition_columns(bars, key)
-        key.check_contains(bars[TIMESTAMP_COLUMN].to_numpy())
-        table = bars_to_table(bars)
+        key.check_contains(bars[TIMESTAMP_COLUMN].to_numpy(), self.timezone_of(key.symbol.value))
+        table = self._options.table_of(bars)
 
         final_path = key.path_under(self._root)
+        temp_dir = lake_temp_dir(self._root)
         with path_lock(key.lock_path_under(self._root)):
-            remove_stale_temp_files(final_path)
+            remove_stale_temp_files(final_path, temp_dir)
             if final_path.exists() and not overwrite:
                 raise FileExistsError(f"File already exists: {final_path}")
-            self._options.write(table, final_path, overwrite=overwrite)
+            self._options.write(table, final_path, overwrite=overwrite, temp_dir=temp_dir)
         self.log.debug("wrote %d bars to %s", table.num_rows, final_path)
         return final_path
 

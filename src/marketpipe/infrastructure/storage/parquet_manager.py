@@ -14,17 +14,19 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from marketpipe.domain.bar_frame import (
     TIMESTAMP_COLUMN,
     timestamps_to_ns,
     validate_bar_frame,
 )
-from marketpipe.domain.errors import DataValidationError, InvalidInputError
+from marketpipe.domain.errors import DataValidationError, InvalidInputError, PartitionNotFoundError
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
 from marketpipe.infrastructure.storage.atomic import list_dir, path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
@@ -33,11 +35,15 @@ from marketpipe.infrastructure.storage.lake_layout import (
     PartitionKey,
     hive_value,
     iter_lake_files,
+    lake_temp_dir,
     parse_period,
     remove_empty_dirs,
+    summarize_files,
 )
+from marketpipe.infrastructure.storage.lake_merge import merge_lake_tables, read_lake_table
 from marketpipe.infrastructure.storage.lake_reader import read_bar_files
-from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions, bars_to_table
+from marketpipe.infrastructure.storage.lake_schema import LAKE_FORMAT_V2, file_format
+from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +54,20 @@ class ParquetManager:
     """Month partitions of bars, read by date range with partition pruning, projection and row-group skipping.
 
     Frames passed in have a ``timestamp`` column (datetime; naive means UTC) or ``ts_ns`` (int64 epoch ns), and
-    float ``open``, ``high``, ``low``, ``close``, ``volume``; other numeric columns are kept. Frames returned have
-    ``timestamp`` (datetime64[ns, UTC]) first, sorted ascending.
+    ``open``, ``high``, ``low``, ``close``, ``volume`` (float64, or exact Arrow decimals); optional columns of the
+    lake's schema (quote/taker volumes, ``trade_count``, ...) are kept. Frames returned have ``timestamp``
+    (datetime64[ns, UTC]) first, sorted ascending, and float64 prices (bit-identical to the stored decimals' text).
+
+    Parameters:
+        root: the lake's root directory.
+        compression: ``zstd`` (default), ``snappy``, ``gzip``, ``brotli``, ``lz4`` or ``none``.
+        row_group_size: rows per row group (default 16,384: about 11 days of 1m bars).
+        lake_format: 2 (exact decimals, default) or 1 (float64); default ``MARKETPIPE_LAKE_FORMAT`` or 2.
 
     Raises:
         SchemaError, EmptyDataError, DataValidationError: a frame with wrong columns/types or bad bars.
         InvalidInputError: a bad symbol, interval, month, compression or date range.
+        PartitionNotFoundError: statistics of a month that is not stored.
 
     Examples:
         >>> manager = ParquetManager("data/lake")  # doctest: +SKIP
@@ -69,13 +83,18 @@ class ParquetManager:
         compression: str = DEFAULT_COMPRESSION,
         *,
         row_group_size: int = MONTH_ROW_GROUP_SIZE,
+        lake_format: int | None = None,
     ) -> None:
         self._root = Path(root)
-        self._options = ParquetWriteOptions(compression, row_group_size)
+        self._options = ParquetWriteOptions(compression, row_group_size, lake_format)
 
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def lake_format(self) -> int:
+        return int(self._options.lake_format or LAKE_FORMAT_V2)
 
     def get_partition_path(self, symbol: str, interval: str, year: int, month: int) -> Path:
         return PartitionKey.month(interval, symbol, year, month).path_under(self._root)
@@ -88,7 +107,7 @@ class ParquetManager:
         key = PartitionKey.month(interval, symbol, year, month)
         new = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), key))
         key.check_contains(new[TIMESTAMP_COLUMN].to_numpy())
-        return self._store_month(key, new, _to_table(new))
+        return self._store_month(key, new, self._options.table_of(new))
 
     def write_months(self, df: pd.DataFrame, symbol: str, interval: str) -> list[Path]:
         """Store bars of any span: split by month (UTC), each month merged and replaced atomically.
@@ -99,7 +118,7 @@ class ParquetManager:
         """
         series = PartitionKey.month(interval, symbol, 1970, 1)
         bars = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), series))
-        table = _to_table(bars)
+        table = self._options.table_of(bars)
         months = bars[TIMESTAMP_COLUMN].to_numpy().astype("datetime64[ns]").astype("datetime64[M]")
         starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]])  # bars are sorted: months are runs
         jobs = []
@@ -107,12 +126,12 @@ class ParquetManager:
             year, month = divmod(int(months[lo].astype(np.int64)), 12)
             key = PartitionKey.month(interval, symbol, 1970 + year, month + 1)
             month_bars = bars.iloc[lo:hi]
-            tightened = _without_needless_nulls(month_bars)
-            # A month stores what validating it alone would give: counts nullable only if one of its own is missing.
+            tightened = None if self._options.is_v2 else _without_needless_nulls(month_bars)
+            # v1: a month stores what validating it alone would give: counts nullable only if one of its own is.
             jobs.append(
                 (key, month_bars, table.slice(lo, hi - lo))
                 if tightened is None
-                else (key, tightened, _to_table(tightened))
+                else (key, tightened, self._options.table_of(tightened))
             )
         if len(jobs) == 1:
             return [self._store_month(*jobs[0])]
@@ -122,26 +141,38 @@ class ParquetManager:
         return [future.result() for future in futures]
 
     def _store_month(self, key: PartitionKey, new: pd.DataFrame, table: pa.Table) -> Path:
-        """Write validated bars of one month (``table`` is ``new`` in Arrow), merging with a stored month."""
+        """Write validated bars of one month (``table`` is ``new`` as this writer stores it), merging with a
+        stored month."""
         target = key.path_under(self._root)
+        temp_dir = lake_temp_dir(self._root)
         with path_lock(key.lock_path_under(self._root)):
-            remove_stale_temp_files(target)
+            remove_stale_temp_files(target, temp_dir)
             if target.exists():
-                existing = read_bar_files([LakeFile(key, target, 0)])
-                merged = pd.concat([_nullable_integers(existing), _nullable_integers(new)], ignore_index=True)
-                merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
-                merged = validate_bar_frame(merged)
-                tightened = _without_needless_nulls(merged)  # a merge must not change a column's stored dtype
-                table = _to_table(merged if tightened is None else tightened)
-            self._options.write(table, target)
+                table = self._merged(key, target, new, table)
+            self._options.write(table, target, temp_dir=temp_dir)
         log.debug("wrote %d bars to %s", table.num_rows, target)
         return target
 
-    def read_partition(self, symbol: str, interval: str, year: int, month: int) -> pd.DataFrame:
-        """All bars of one month (empty frame if the month is not stored)."""
+    def _merged(self, key: PartitionKey, target: Path, new: pd.DataFrame, table: pa.Table) -> pa.Table:
+        """The stored month with ``new`` merged in (new rows win), in this writer's format."""
+        if self._options.is_v2:
+            return merge_lake_tables(read_lake_table(target), table)
+        existing = read_bar_files([LakeFile(key, target, 0)])
+        merged = pd.concat([_nullable_integers(existing), _nullable_integers(new)], ignore_index=True)
+        merged = merged.drop_duplicates(TIMESTAMP_COLUMN, keep="last").sort_values(TIMESTAMP_COLUMN)
+        merged = validate_bar_frame(merged)
+        tightened = _without_needless_nulls(merged)  # a merge must not change a column's stored dtype
+        return self._options.table_of(merged if tightened is None else tightened)
+
+    def read_partition(
+        self, symbol: str, interval: str, year: int, month: int, columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """All bars of one month (empty frame if the month is not stored); ``columns`` selects columns
+        (``timestamp`` is always returned)."""
         key = PartitionKey.month(interval, symbol, year, month)
         path = key.path_under(self._root)
-        return read_bar_files([LakeFile(key, path, 0)] if path.exists() else [], timestamps=True)
+        files = [LakeFile(key, path, 0)] if path.exists() else []
+        return read_bar_files(files, columns=_stored_names(columns), timestamps=True)
 
     def read_date_range(
         self,
@@ -160,8 +191,39 @@ class ParquetManager:
         if end_ns < start_ns:
             raise InvalidInputError(f"end {end} precedes start {start}")
         files = self._month_files(symbol, interval, start_ns, end_ns)
-        wanted = None if columns is None else [TIMESTAMP_COLUMN if c == "timestamp" else c for c in columns]
-        return read_bar_files(files, columns=wanted, start_ns=start_ns, end_ns=end_ns, timestamps=True)
+        return read_bar_files(files, columns=_stored_names(columns), start_ns=start_ns, end_ns=end_ns, timestamps=True)
+
+    def get_partition_stats(self, symbol: str, interval: str, year: int, month: int) -> dict[str, Any]:
+        """Statistics of one stored month, from its Parquet footer only (no data is read).
+
+        Returns ``rows``, ``size_mb`` and ``size_bytes`` (on disk), ``columns``, ``row_groups``, ``min_date`` and
+        ``max_date`` (first and last bar, UTC; None if empty), ``compression``, ``lake_format`` (1 or 2) and
+        ``bytes_per_row``. Raises PartitionNotFoundError if the month is not stored.
+        """
+        key = PartitionKey.month(interval, symbol, year, month)
+        path = key.path_under(self._root)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise PartitionNotFoundError(f"Partition not found: {key.relative_dir}") from None
+        summary = summarize_files([LakeFile(key, path, size)])
+        if not summary:  # deleted between the stat and the footer read
+            raise PartitionNotFoundError(f"Partition not found: {key.relative_dir}")
+        metadata = pq.read_metadata(path)
+        first, last = summary[0].first_ts_ns, summary[0].last_ts_ns
+        codec = metadata.row_group(0).column(0).compression.lower() if metadata.num_row_groups else None
+        return {
+            "rows": metadata.num_rows,
+            "size_mb": round(size / 1_048_576, 2),
+            "size_bytes": size,
+            "columns": len(metadata.schema.to_arrow_schema()),
+            "row_groups": metadata.num_row_groups,
+            "min_date": None if first is None else pd.Timestamp(first, unit="ns", tz="UTC"),
+            "max_date": None if last is None else pd.Timestamp(last, unit="ns", tz="UTC"),
+            "compression": codec,
+            "lake_format": file_format(metadata.schema.to_arrow_schema()),
+            "bytes_per_row": round(size / metadata.num_rows, 2) if metadata.num_rows else None,
+        }
 
     def list_partitions(self, symbol: str, interval: str) -> list[tuple[int, int]]:
         """Stored months as ``(year, month)``, oldest first."""
@@ -201,7 +263,15 @@ class ParquetManager:
         return files
 
     def __repr__(self) -> str:
-        return f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r})"
+        return (
+            f"ParquetManager(root={str(self._root)!r}, compression={self._options.compression!r}, "
+            f"lake_format={self.lake_format})"
+        )
+
+
+def _stored_names(columns: list[str] | None) -> list[str] | None:
+    """Requested columns as the reader names them (``timestamp`` is ``ts_ns``, returned as ``timestamp``)."""
+    return None if columns is None else [TIMESTAMP_COLUMN if c == "timestamp" else c for c in columns]
 
 
 _NULLABLE_INTEGERS = {"i": "Int64", "u": "UInt64"}
@@ -227,10 +297,6 @@ def _without_needless_nulls(bars: pd.DataFrame) -> pd.DataFrame | None:
         if dtype.name in _PLAIN_INTEGERS and not bars[name].isna().any()
     }
     return bars.astype(needless) if needless else None
-
-
-def _to_table(bars: pd.DataFrame) -> pa.Table:
-    return bars_to_table(bars, nthreads=1)
 
 
 def _without_key_columns(df: pd.DataFrame, key: PartitionKey) -> pd.DataFrame:

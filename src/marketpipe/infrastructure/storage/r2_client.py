@@ -484,8 +484,11 @@ class R2Client:
         log.debug("Uploaded %s to s3://%s/%s (%d bytes)", path, self._bucket, key, info.size)
         return info
 
-    def download_file(self, key: str, local_path: str | os.PathLike[str]) -> Path:
-        """Download ``key`` to ``local_path`` atomically (temporary sibling, then rename); parents are created.
+    def download_file(
+        self, key: str, local_path: str | os.PathLike[str], *, temp_dir: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Download ``key`` to ``local_path`` atomically (temporary sibling, or a file in ``temp_dir`` on the same
+        file system, then rename); parents are created.
 
         Raises
         ------
@@ -506,7 +509,7 @@ class R2Client:
         log.debug("Downloading s3://%s/%s to %s", self._bucket, key, final_path)
         with self._errors("download", key):
             try:
-                atomic_write(final_path, write)
+                atomic_write(final_path, write, temp_dir=None if temp_dir is None else Path(temp_dir))
             except OSError as exc:
                 raise StorageError(f"Cannot write s3://{self._bucket}/{key} to {final_path}: {exc}") from exc
         return final_path

@@ -48,6 +48,13 @@ from marketpipe.domain.errors import InvalidInputError, MarketPipeError, Storage
 from marketpipe.domain.value_objects import datetime_to_ns, to_utc
 from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub_text, url_secrets
 from marketpipe.infrastructure.storage.lake_layout import HIVE_KEYS
+from marketpipe.infrastructure.storage.lake_schema import (
+    DECIMAL_COLUMNS,
+    FLOAT_VALUES,
+    STORED_TIMESTAMP,
+    WRITTEN_AT,
+    decimal_floats,
+)
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -158,13 +165,16 @@ def query_remote_parquet(
         raise InvalidInputError(f"end {end} precedes start {start}")
     dataset, partition_keys, secrets = _open(location, s3=s3, partitioning="hive")
     stored = dataset.schema.names
-    if "ts_ns" in stored:
-        available, time_column = ["timestamp", *stored], "ts_ns"
+    if "ts_ns" in stored:  # a stored ``timestamp`` (v2: microseconds) gives way to the one derived from ts_ns
+        available, time_column = (
+            ["timestamp", *(n for n in stored if n not in (STORED_TIMESTAMP, FLOAT_VALUES))],
+            "ts_ns",
+        )
     elif "timestamp" in stored:
-        available, time_column = list(stored), "timestamp"
+        available, time_column = [n for n in stored if n != FLOAT_VALUES], "timestamp"
     else:
         raise InvalidInputError(f"{redact_url(location)} has neither a ts_ns nor a timestamp column: {stored}")
-    hidden = {*HIVE_KEYS, *partition_keys, "ts_ns"}
+    hidden = {*HIVE_KEYS, *partition_keys, "ts_ns", WRITTEN_AT}
     names = list(columns) if columns is not None else [c for c in available if c not in hidden]
     if isinstance(columns, str) or not names:
         raise InvalidInputError(f"columns must be a non-empty list of column names, got {columns!r}")
@@ -175,8 +185,12 @@ def query_remote_parquet(
         raise InvalidInputError(f"columns must not repeat a name, got {names}")
     derived = time_column == "ts_ns"
     wanted = list(dict.fromkeys([time_column, *(n for n in names if not (derived and n == "timestamp"))]))
+    projection = {name: ds.field(name) for name in wanted}
+    decimals = [n for n in wanted if pa.types.is_decimal(dataset.schema.field(n).type)]
+    if FLOAT_VALUES in stored:  # v2 files: the float64 of values no decimal holds, where any
+        projection |= {f"{FLOAT_VALUES}.{n}": ds.field(FLOAT_VALUES, n) for n in decimals if n in DECIMAL_COLUMNS}
     predicate = _time_filter(dataset.schema.field(time_column), start, end)
-    table = _guarded(location, secrets, lambda: dataset.to_table(columns=wanted, filter=predicate))
+    table = _guarded(location, secrets, lambda: dataset.to_table(columns=projection, filter=predicate))
     order = table.column(time_column)
     if len(order) > 1 and not pc.all(pc.greater_equal(order[1:], order[:-1])).as_py():
         table = table.take(pc.sort_indices(table, sort_keys=[(time_column, "ascending")]))
@@ -185,6 +199,10 @@ def query_remote_parquet(
     for name in names:
         if derived and name == "timestamp":
             data[name] = order.cast(pa.timestamp("ns", tz="UTC")).to_pandas()
+        elif name in decimals:
+            override = f"{FLOAT_VALUES}.{name}"
+            overrides = table.column(override) if override in table.column_names else None
+            data[name] = decimal_floats(table.column(name), overrides).to_pandas()
         else:
             data[name] = table.column(name).to_pandas()
     return timestamps_as_utc(pd.DataFrame(data, columns=names))
