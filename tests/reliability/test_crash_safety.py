@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from kill_harness import (
     CrashCase,
@@ -42,6 +43,8 @@ from marketpipe.infrastructure.data.archive_mirror import build_mirror
 from marketpipe.infrastructure.data.archive_server import ArchiveServer
 from marketpipe.infrastructure.database.factory import open_hot_store
 from marketpipe.infrastructure.storage.lake import Lake
+from marketpipe.infrastructure.storage.lake_schema import file_format
+from marketpipe.infrastructure.storage.parquet_engine import ParquetStorageEngine
 from marketpipe.infrastructure.storage.parquet_manager import ParquetManager
 
 pytestmark = pytest.mark.timeout(1800)  # a long campaign (60 kill points, each with a re-run) takes minutes
@@ -221,6 +224,78 @@ def test_parquet_manager_merge_killed_anywhere_leaves_old_or_new_months(
         ),
     )
     run_campaign(case, reliability_scale, fault_report, 802, check_reference)
+
+
+# ---------------------------------------------------------------------------------------------------- upgrade
+
+
+def v1_lake(lake: Path) -> None:
+    """A format-1 lake: months of two series (one holding a float that no decimal reads back as), two day jobs,
+    and what v1 kept inside the lake (its lock directory)."""
+    manager = ParquetManager(lake, lake_format=1)
+    bars = random_walk_bars(datetime(2024, 1, 1), 24 * 75, interval="1h", seed=21, binance_columns=True)
+    bars.loc[7, ["open", "high", "low"]] = [40_000.123456789, 41_000.0, 39_000.0]
+    manager.write_months(bars, "BTCUSDT", "1h")
+    manager.write_months(random_walk_bars(datetime(2024, 2, 1), 24 * 20, interval="1h", seed=22), "ETHUSDT", "1h")
+    engine = ParquetStorageEngine(lake, lake_format=1)
+    for day, job in ((date(2024, 3, 5), "first"), (date(2024, 3, 6), "second")):
+        engine.write(random_walk_bars(day, 1440, seed=23), frame="1m", symbol="0700", trading_day=day, job_id=job)
+    (lake / "_locks" / "frame=1h").mkdir(parents=True)
+    (lake / "_locks" / "frame=1h" / "data.lock").write_text("")
+
+
+def series_values(lake: Path) -> dict[str, pd.DataFrame]:
+    """What marketpipe's readers return for every series (float64, bit for bit), by ``frame/symbol``."""
+    reader = Lake(lake)
+    return {f"{f}/{s}": reader.read_bars(s, f) for f, s in sorted({(f.frame, f.symbol) for f in reader.files()})}
+
+
+def formats_left(lake: Path, *, initial: bool) -> list[str]:
+    """Problems unless every file is format 2 and v1's lock directory is gone (``initial`` False), or nothing else."""
+    if initial:
+        return []
+    problems = [f"{f.path.relative_to(lake)} is still format 1" for f in Lake(lake).files() if not is_v2(f.path)]
+    return problems + ([f"{lake / '_locks'} is left in the lake"] if (lake / "_locks").exists() else [])
+
+
+def is_v2(path: Path) -> bool:
+    return file_format(pq.read_schema(path)) == 2
+
+
+def test_lake_upgrade_killed_anywhere_leaves_every_file_v1_or_v2(zygote, tmp_path, reliability_scale, fault_report):
+    initial, work, reference = tmp_path / "initial", tmp_path / "work", tmp_path / "reference"
+    v1_lake(initial / "data" / "lake")
+    before, values = lake_frames(initial / "data" / "lake"), series_values(initial / "data" / "lake")
+    expected: dict[str, dict[str, pd.DataFrame]] = {}
+
+    def check_reference() -> list[str]:
+        copy_tree(work, reference)
+        lake = reference / "data" / "lake"
+        expected["lake"] = lake_frames(lake)
+        return lake_problems(lake) + formats_left(lake, initial=False) + same_state(series_values(lake), values, "read")
+
+    lake = work / "data" / "lake"
+    case = CrashCase(
+        operation="lake upgrade (CLI)",
+        zygote=zygote,
+        child_operation=["cli", "lake", "upgrade"],
+        env=data_env(work / "data"),
+        watch=[work],
+        trace_dir=tmp_path,
+        restore=lambda: copy_tree(initial, work),
+        after_kill=lambda: (
+            lake_problems(lake)
+            + between_states(lake_frames(lake), before, expected["lake"])
+            + same_state(series_values(lake), values, "read")  # half upgraded, every value still reads the same
+        ),
+        converged=lambda: (
+            lake_problems(lake)
+            + same_state(lake_frames(lake), expected["lake"], "lake")
+            + same_state(series_values(lake), values, "read")
+            + formats_left(lake, initial=False)
+        ),
+    )
+    run_campaign(case, reliability_scale, fault_report, 806, check_reference)
 
 
 # ---------------------------------------------------------------------------------------------------- sync

@@ -1,4 +1,4 @@
-"""Commands that look at the lake: inventory, query, stats."""
+"""Commands that look at the lake (inventory, query, stats) and look after it (lake upgrade)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from marketpipe.application.inventory import InventoryRow, build_inventory
-from marketpipe.cli.app import app, console, settings_of
+from marketpipe.application.lake_upgrade import LakeUpgrade, UpgradeReport, UpgradeStatus
+from marketpipe.cli.app import app, console, err_console, settings_of
 from marketpipe.cli.output import ResultFormat, emit
 from marketpipe.infrastructure.storage import DuckDBQueryEngine, Lake
 from marketpipe.infrastructure.storage.remote_parquet import S3Options
@@ -106,3 +108,45 @@ def stats(
     with DuckDBQueryEngine(settings_of(ctx).lake_dir) as engine:
         result = engine.get_statistics(frame=frame, symbol=symbol)
     emit(result, output_format, output, title="Lake statistics")
+
+
+lake_app = typer.Typer(help="Look after the lake: upgrade its file format.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+@lake_app.command("upgrade")
+def upgrade(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the files that would be upgraded.")] = False,
+) -> None:
+    """Rewrite format-1 files (float64) as format-2 files (exact decimals, one schema), each verified value by
+    value before it replaces the old one; safe to interrupt and to run again. Exits 1 if a file could not be
+    upgraded (it is left as it was)."""
+    lake_dir = settings_of(ctx).lake_dir
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+    ) as progress:
+        task = progress.add_task("checking" if dry_run else "upgrading", total=None)
+        report = LakeUpgrade(lake_dir).run(dry_run=dry_run, on_file=lambda _: progress.advance(task))
+    console.print(upgrade_table(report, dry_run, f"Lake {lake_dir}"))
+    for problem in report.with_status(UpgradeStatus.REFUSED, UpgradeStatus.FAILED):
+        err_console.print(f"[red]{problem.status.value}:[/red] {problem.error}", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def upgrade_table(report: UpgradeReport, dry_run: bool, title: str) -> Table:
+    """Files per outcome, and the bytes of the files upgraded before and after."""
+    table = Table(title=title)
+    for column in ("files", "count", "bytes before", "bytes after"):
+        table.add_column(column, justify="left" if column == "files" else "right")
+    statuses = (UpgradeStatus.TO_UPGRADE,) if dry_run else (UpgradeStatus.UPGRADED,)
+    for status in (*statuses, UpgradeStatus.ALREADY, UpgradeStatus.REFUSED, UpgradeStatus.FAILED):
+        files = report.with_status(status)
+        changed = status in (UpgradeStatus.UPGRADED, UpgradeStatus.TO_UPGRADE)
+        before = format_bytes(sum(f.bytes_before for f in files)) if changed else ""
+        after = format_bytes(sum(f.bytes_after for f in files)) if status is UpgradeStatus.UPGRADED else ""
+        table.add_row(status.value, f"{len(files):,}", before, after)
+    if report.bytes_after:
+        table.caption = f"{report.bytes_before / report.bytes_after:.2f}x smaller"
+    return table

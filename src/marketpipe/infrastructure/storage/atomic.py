@@ -54,20 +54,28 @@ def fsync_directory(directory: Path) -> None:
 
 
 def atomic_write(
-    final_path: Path, write: Callable[[Path], None], *, overwrite: bool = True, temp_dir: Path | None = None
+    final_path: Path,
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = True,
+    temp_dir: Path | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a file through ``write(temp_path)`` and atomically move it to ``final_path``.
 
     With ``overwrite=False`` an existing ``final_path`` raises FileExistsError and is left untouched (the
     no-clobber rename is done with ``os.link``, which fails if the name exists). ``temp_dir`` (on the same file
-    system as ``final_path``) holds the temporary file instead of ``final_path``'s directory. The caller holds
-    the lock.
+    system as ``final_path``) holds the temporary file instead of ``final_path``'s directory. ``verify(temp_path)``
+    runs on the durable temporary file before the rename; whatever it raises leaves ``final_path`` untouched. The
+    caller holds the lock.
     """
     temp_path = temp_path_for(final_path, temp_dir)
     try:
         _retry_on_vanished_directory(temp_path, lambda: write(temp_path))
         with temp_path.open("rb+") as handle:
             os.fsync(handle.fileno())
+        if verify is not None:
+            verify(temp_path)
         if overwrite:
             _retry_on_vanished_directory(final_path, lambda: temp_path.replace(final_path))
         else:

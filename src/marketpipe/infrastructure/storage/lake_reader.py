@@ -21,12 +21,19 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from marketpipe.domain.bar_frame import REQUIRED_COLUMNS, TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
+from marketpipe.domain.bar_frame import (
+    PRICE_COLUMNS,
+    REQUIRED_COLUMNS,
+    TIMESTAMP_COLUMN,
+    empty_bar_frame,
+    ns_to_timestamps,
+)
 from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
 from marketpipe.infrastructure.arrow_decimals import decimal_to_float64, is_decimal
 from marketpipe.infrastructure.arrow_frames import to_pandas_exact
 from marketpipe.infrastructure.storage.lake_layout import Granularity, LakeFile, overlapping_files
 from marketpipe.infrastructure.storage.lake_schema import (
+    BAR_COLUMNS,
     DECIMAL_COLUMNS,
     FLOAT_VALUES,
     INTERNAL_COLUMNS,
@@ -65,8 +72,9 @@ def read_bar_files(
     in some file is returned (a v2 file's columns that are null throughout are not). ``keep_duplicates=True``
     returns every stored row (for quality reports). ``timestamps=True`` returns ``ts_ns`` as a first column
     ``timestamp`` (datetime64[ns, UTC]). ``exact=True`` returns decimal columns as Arrow decimals
-    (``decimal128(p, 8)[pyarrow]``) where every value is an exact decimal, float64 otherwise. Raises SchemaError
-    for unknown columns and StorageError for unreadable files.
+    (``decimal128(p, 8)[pyarrow]``) where every value is an exact decimal, float64 otherwise (the four prices
+    together: all decimals or all floats). Raises SchemaError for unknown columns and StorageError for unreadable
+    files.
     """
     if columns is not None:
         if not all(isinstance(c, str) for c in columns):
@@ -82,12 +90,19 @@ def read_bar_files(
         empty = empty_bar_frame(columns)
         return ns_to_timestamps(empty) if timestamps else empty
     table = _one_row_per_bar(table, keep_duplicates)
+    if exact:  # prices are compared with each other: all decimals, or (if one of them needs floats) all floats
+        prices = [name for name in PRICE_COLUMNS if name in table.column_names]
+        if any(pa.types.is_floating(table.schema.field(name).type) for name in prices):
+            table = _decimals_as_floats(table, set(prices))
     if columns is not None:
         missing = [c for c in columns if c not in table.column_names]
         if missing:
             stored = sorted({name for f in files for name in _stored_names(f)})
             raise SchemaError(f"Unknown columns {missing}; stored columns are {stored}")
         table = table.select(columns)
+    else:  # the lake schema's order (v1 files stored their own), then any column only v1 files have
+        known = [name for name in BAR_COLUMNS if name in table.column_names]
+        table = table.select([*known, *(name for name in table.column_names if name not in known)])
     frame = to_pandas_exact(table, decimals_as_arrow=exact)
     if timestamps:
         stamps = pd.to_datetime(frame.pop(TIMESTAMP_COLUMN).to_numpy(), unit="ns", utc=True)
