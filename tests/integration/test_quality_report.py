@@ -1,30 +1,17 @@
 """Gap and quality reports, checked against real exchange prints whose gaps are documented in shared/data."""
 
-import os
 from datetime import date, datetime
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.feather as feather
 import pytest
 
+from integration.real_candles import load_real
 from marketpipe.application.quality import build_quality_report
 from marketpipe.application.sample_data import random_walk_bars
 from marketpipe.domain import Interval
 from marketpipe.domain.bar_grid import expected_grid
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
 from marketpipe.infrastructure.storage import Lake, ParquetStorageEngine
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance-candles"
-
-
-def load_real(name):
-    path = SHARED / name
-    if not path.exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"real candles not found at {path} (shared/ must sit beside the checkout)")
-        pytest.skip(f"real candles not found at {path}")
-    return feather.read_table(path).to_pandas().rename(columns={"date": "timestamp"})
 
 
 @pytest.mark.parametrize(

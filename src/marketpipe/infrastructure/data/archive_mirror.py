@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 
 from marketpipe.application.sample_data import random_walk_bars
 from marketpipe.domain.bar_grid import expected_grid
+from marketpipe.domain.decimals import float_to_unscaled, unscaled_to_float
 from marketpipe.domain.errors import InvalidInputError
 from marketpipe.domain.value_objects import Interval, datetime_to_ns, next_month, ns_to_datetime
 from marketpipe.infrastructure.data.binance_layout import ArchiveFile, Granularity, Market, checksum_line
@@ -170,6 +171,46 @@ def _series(symbol: str, interval: Interval, start: date, end: date, seed: int) 
     )
     bars["ts_ns"] = ts
     return bars
+
+
+def candles_as_archived(candles: pd.DataFrame) -> pd.DataFrame:
+    """Candles of another tool (``date`` or ``timestamp`` and float64 OHLCV) as Binance's archives carry them:
+    ``ts_ns`` and every value rounded to its nearest 8-decimal number.
+
+    Tools that pass prices through float arithmetic hold artifacts such as ``5.330000000000001e-05`` for Binance's
+    ``0.00005330``; an archive holds the 8-decimal text.
+    """
+    stamps = candles["timestamp" if "timestamp" in candles.columns else "date"]
+    bars = pd.DataFrame({"ts_ns": pd.to_datetime(stamps, utc=True).dt.as_unit("ns").astype("int64").to_numpy()})
+    for name in ("open", "high", "low", "close", "volume"):
+        unscaled, _ = float_to_unscaled(candles[name].to_numpy(dtype=np.float64))  # the nearest 8-decimal number
+        bars[name] = unscaled_to_float(unscaled)
+    return bars
+
+
+def candle_file_series(path: Path) -> tuple[Market, str, str]:
+    """``(market, symbol, interval)`` of a freqtrade-style candle file: ``ADA_BTC-5m.feather`` is spot ADABTC 5m,
+    ``XRP_USDT_USDT-1h-futures.feather`` USD-M futures XRPUSDT 1h."""
+    name, *rest = path.stem.split("-")
+    pair = name.split("_")
+    market = Market.UM if rest[1:] == ["futures"] else Market.SPOT
+    return market, "".join(pair[:2]), rest[0]
+
+
+def mirror_candle_files(root: Path, paths: Sequence[Path]) -> list[ArchiveFile]:
+    """Monthly archives (of the bars each month has) below ``root`` for each candle file (see
+    :func:`candles_as_archived` and :func:`candle_file_series`); returns the archives written."""
+    written = []
+    for path in paths:
+        market, symbol, interval = candle_file_series(path)
+        bars = candles_as_archived(pd.read_feather(path))
+        months = bars["ts_ns"].to_numpy().astype("datetime64[ns]").astype("datetime64[M]")
+        for month in np.unique(months):
+            first = pd.Timestamp(month).date()
+            archive = ArchiveFile.of(market, symbol, interval, Granularity.MONTHLY, first)
+            write_archive(root, archive, bars[months == month], timestamp_unit=default_timestamp_unit(archive))
+            written.append(archive)
+    return written
 
 
 def build_mirror(

@@ -7,6 +7,9 @@ retried once with a fresh download and then refused with :class:`ArchiveIntegrit
 ``min_rate`` bytes per second is cut off and retried like a timeout, and a ``.CHECKSUM`` longer than 4 KiB is
 refused, so a hostile or broken server can neither hold a download forever nor fill memory. Verified archives are
 kept in the cache (``{data}/cache/binance/<archive path>``), so a re-run downloads nothing it already has.
+
+Besides the archive-level API used by ingestion, the client keeps seed 004's conveniences: a date range or one
+calendar month as a DataFrame, the newest published month, and CSV export.
 """
 
 from __future__ import annotations
@@ -15,20 +18,31 @@ import hashlib
 import logging
 import os
 import re
+import sys
+import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from marketpipe.config import redact_url
 from marketpipe.domain.bar_frame import TIMESTAMP_COLUMN, empty_bar_frame, ns_to_timestamps
-from marketpipe.domain.errors import ArchiveIntegrityError, InvalidInputError, NotPublishedError, SourceError
+from marketpipe.domain.errors import (
+    ArchiveIntegrityError,
+    InvalidInputError,
+    NotPublishedError,
+    SourceError,
+    StorageError,
+)
 from marketpipe.domain.value_objects import datetime_to_ns, next_month, to_utc
 from marketpipe.infrastructure.arrow_decimals import with_float64_decimals
 from marketpipe.infrastructure.data.binance_archive import read_kline_archive
@@ -93,17 +107,29 @@ class BinanceDataClient:
         min_rate: bytes per second a transfer must average over every ``timeout`` seconds, or it is cut off and
             retried (a server that drips bytes never trips the read timeout).
         today: the current UTC date (injectable for tests); the current month is fetched as daily files.
+        http: an ``httpx.Client`` to use instead of the client's own.
+
+    Frames returned by :meth:`download_date_range` and :meth:`download_month` have a ``timestamp`` column first
+    (``datetime64[ns, UTC]``, bar open time), float64 prices and volumes (each bit-identical to ``float`` of the
+    archive's text) and the archive's other parsed columns.
 
     Raises:
         NotPublishedError: the archive does not exist (404); callers report it and carry on.
+            :meth:`download_month` raises it for a month with nothing published, and
+            :meth:`get_latest_available_month` when no monthly archive is published within ``max_months``.
         ArchiveIntegrityError: checksum mismatch twice, or a corrupt/hostile ZIP.
         ArchiveFormatError, DataValidationError: the CSV inside is malformed or breaks a bar rule.
         SourceError: the server kept failing after every retry.
+        StorageError: :meth:`save_to_csv` could not write its file.
 
     Examples:
         >>> client = BinanceDataClient()  # doctest: +SKIP
         >>> df = client.download_date_range(  # doctest: +SKIP
-        ...     "btcusdt", "1h", datetime(2021, 1, 1), datetime(2024, 1, 1))
+        ...     "btcusdt", "1h", datetime(2021, 1, 1), datetime(2024, 1, 1), show_progress=True)
+        >>> year, month = client.get_latest_available_month("btcusdt", "1h")  # doctest: +SKIP
+        >>> january = client.download_month("btcusdt", "1h", 2024, 1, timeout=60)  # doctest: +SKIP
+        >>> client.save_to_csv(january, "data/csv/btcusdt-1h-2024-01.csv", compress=True)  # doctest: +SKIP
+        PosixPath('data/csv/btcusdt-1h-2024-01.csv.gz')
     """
 
     def __init__(
@@ -129,6 +155,7 @@ class BinanceDataClient:
         self._min_rate = min_rate
         self._backoff = backoff
         self._today = today or (lambda: datetime.now(UTC).date())
+        self._per_thread = threading.local()  # ``timeout`` overrides of download_month, per calling thread
         self._http = http or httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": "marketpipe"})
         # A mirror's password (http://user:password@host) stays out of errors and of httpx's request logs.
         self._secrets = url_secrets(self.base_url)
@@ -172,7 +199,7 @@ class BinanceDataClient:
             return self._fetch_locked(archive, root / archive.relative_path, checksum_file)
 
     def _fetch_locked(self, archive: ArchiveFile, target: Path, checksum_file: Path) -> FetchedArchive:
-        checksum_text = self._get_text(archive.url(self.base_url) + ".CHECKSUM")
+        checksum_text = self._checksum_text(archive)
         expected = _parse_checksum(checksum_text, archive)
         if target.exists() and checksum_file.exists() and checksum_file.read_text() == checksum_text:
             actual = _sha256(target)
@@ -212,30 +239,124 @@ class BinanceDataClient:
         frame = read_kline_archive(data, expected_name=archive.csv_name, source=archive.file_name)
         return frame, fetched
 
+    def _checksum_text(self, archive: ArchiveFile) -> str:
+        """The text of ``archive``'s ``.CHECKSUM`` file (NotPublishedError on 404)."""
+        return self._get_text(archive.url(self.base_url) + ".CHECKSUM")
+
+    # ------------------------------------------------------------------ bars as DataFrames (seed 004)
     def download_date_range(
-        self, symbol: str, interval: str, start: datetime | date, end: datetime | date
+        self,
+        symbol: str,
+        interval: str,
+        start: datetime | date,
+        end: datetime | date,
+        show_progress: bool | None = None,
     ) -> pd.DataFrame:
         """Bars of ``symbol`` with ``start <= timestamp < end`` as a DataFrame with a ``timestamp`` column and
         float64 prices and volumes (each bit-identical to ``float`` of the archive's text).
 
-        Months (or days) that are not published are skipped with a warning.
+        Months (or days) that are not published are skipped with a warning. ``show_progress`` draws a progress
+        bar over the archives on stderr; ``None`` draws it only when stderr is a terminal.
         """
         binance_interval(interval)
         start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
-        frames = []
+        archives: list[ArchiveFile] = []
         month = to_utc(start).date().replace(day=1)
         while datetime_to_ns(month) < end_ns:
-            for archive in self.archives_for_month(symbol, interval, month):
+            archives += self.archives_for_month(symbol, interval, month)
+            month = next_month(month)
+        frames, missing = self._read_archives(archives, show_progress, f"{symbol.upper()} {interval}")
+        for exc in missing:
+            log.warning("%s", exc)
+        return _bars_between(frames, start_ns, end_ns)
+
+    def download_month(
+        self, symbol: str, interval: str, year: int, month: int, timeout: float | None = None
+    ) -> pd.DataFrame:
+        """The bars of one calendar month: its monthly archive, or for the current month the daily archives up to
+        yesterday (days not published yet are skipped with a warning). Same frame as :meth:`download_date_range`.
+
+        ``timeout`` replaces the client's ``timeout`` (connect/read seconds and the ``min_rate`` window) for this
+        call only; other threads using the client keep theirs.
+
+        Raises:
+            NotPublishedError: nothing of the month is published (a future month, the 1st of the current one, a
+                404 for a past month's archive).
+            InvalidInputError: bad symbol, interval, year/month or timeout.
+        """
+        first = _first_of_month(year, month)
+        monthly = ArchiveFile.of(self.market, symbol, interval, Granularity.MONTHLY, first)  # validates the names
+        with self._timeout_override(timeout):
+            frames, missing = self._read_archives(
+                self.archives_for_month(symbol, interval, first), False, f"{monthly.symbol} {monthly.interval}"
+            )
+        if not frames:
+            raise NotPublishedError(
+                f"Not published: {monthly.symbol} {monthly.interval} klines of {first:%Y-%m} ({self.market.value})"
+            ) from (missing[0] if missing else None)
+        for exc in missing:
+            log.warning("%s", exc)
+        return _bars_between(frames, datetime_to_ns(first), datetime_to_ns(next_month(first)))
+
+    def get_latest_available_month(self, symbol: str, interval: str, *, max_months: int = 24) -> tuple[int, int]:
+        """``(year, month)`` of the newest published monthly archive, probing backwards from last month.
+
+        Each probe asks for the archive's small ``.CHECKSUM`` file (and checks it names the archive).
+
+        Raises:
+            NotPublishedError: none of the ``max_months`` months before the current one is published.
+            SourceError: the server failed with anything but a 404 (after retries).
+            InvalidInputError: bad symbol, interval or ``max_months``.
+        """
+        if isinstance(max_months, bool) or not isinstance(max_months, int) or max_months < 1:
+            raise InvalidInputError(f"max_months must be a positive integer, got {max_months!r}")
+        month = self._today().replace(day=1)
+        for _ in range(max_months):
+            month = (month - timedelta(days=1)).replace(day=1)
+            archive = ArchiveFile.of(self.market, symbol, interval, Granularity.MONTHLY, month)
+            try:
+                _parse_checksum(self._checksum_text(archive), archive)
+            except NotPublishedError:
+                continue
+            return month.year, month.month
+        raise NotPublishedError(
+            f"Not published: no monthly {archive.symbol} {archive.interval} archive ({self.market.value}) "
+            f"from {month:%Y-%m} to {self._today():%Y-%m} (exclusive)"
+        )
+
+    def save_to_csv(self, df: pd.DataFrame, output_path: str | os.PathLike[str], compress: bool = False) -> Path:
+        """Write ``df`` as CSV (no index) to ``output_path``, atomically, creating parent directories.
+
+        With ``compress`` the file is gzip-compressed and ``.gz`` is appended to a name that lacks it. Floats are
+        written in Python's shortest round-trip form, so ``pd.read_csv`` gives back the same values bit for bit
+        (on pandas 2 pass ``float_precision="round_trip"``). Returns the path written.
+
+        Raises:
+            StorageError: the file could not be written.
+        """
+        path = Path(output_path)
+        if compress and not path.name.endswith(".gz"):
+            path = path.with_name(path.name + ".gz")
+        compression = "gzip" if compress else None
+        try:
+            return atomic_write(path, lambda temp: df.to_csv(temp, index=False, compression=compression))
+        except OSError as exc:
+            raise StorageError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+
+    def _read_archives(
+        self, archives: Sequence[ArchiveFile], show_progress: bool | None, label: str
+    ) -> tuple[list[pd.DataFrame], list[NotPublishedError]]:
+        """The parsed frames of the published ``archives`` (in order) and the errors of those not published."""
+        frames: list[pd.DataFrame] = []
+        missing: list[NotPublishedError] = []
+        with _progress(len(archives), show_progress, f"{label} archives") as advance:
+            for archive in archives:
                 try:
                     frames.append(self.read_archive(archive)[0])
                 except NotPublishedError as exc:
-                    log.warning("%s", exc)
-            month = next_month(month)
-        if not frames:
-            return ns_to_timestamps(empty_bar_frame())
-        bars = with_float64_decimals(pd.concat(frames, ignore_index=True))
-        ts = bars[TIMESTAMP_COLUMN]
-        return ns_to_timestamps(bars[(ts >= start_ns) & (ts < end_ns)].reset_index(drop=True))
+                    missing.append(exc)
+                advance()
+        return frames, missing
 
     def close(self) -> None:
         self._http.close()
@@ -251,6 +372,30 @@ class BinanceDataClient:
         return f"BinanceDataClient(base_url={redact_url(self.base_url)!r}, market={self.market.value!r})"
 
     # ------------------------------------------------------------------ HTTP with retries
+    @contextmanager
+    def _timeout_override(self, timeout: float | None) -> Iterator[None]:
+        """Use ``timeout`` instead of the client's for the requests this thread makes inside the block."""
+        if timeout is None:
+            yield
+            return
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        previous = getattr(self._per_thread, "timeout", None)
+        self._per_thread.timeout = float(timeout)
+        try:
+            yield
+        finally:
+            self._per_thread.timeout = previous
+
+    def _current_timeout(self) -> float:
+        override: float | None = getattr(self._per_thread, "timeout", None)
+        return self._timeout if override is None else override
+
+    def _request_timeout(self) -> httpx.Timeout:
+        """The timeout of the next request: this thread's override, else the HTTP client's own setting."""
+        override: float | None = getattr(self._per_thread, "timeout", None)
+        return self._http.timeout if override is None else httpx.Timeout(override)
+
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
 
@@ -272,7 +417,7 @@ class BinanceDataClient:
     def _get_text(self, url: str) -> str:
         try:
             for attempt in self._retrying():
-                with attempt, self._http.stream("GET", url) as response:
+                with attempt, self._http.stream("GET", url, timeout=self._request_timeout()) as response:
                     _raise_for_status(url, response)
                     body = bytearray()
                     for chunk in self._paced(response):
@@ -312,7 +457,7 @@ class BinanceDataClient:
     def _stream_into(self, url: str, partial: Path) -> None:
         have = partial.stat().st_size if partial.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        with self._http.stream("GET", url, headers=headers) as response:
+        with self._http.stream("GET", url, headers=headers, timeout=self._request_timeout()) as response:
             if response.status_code == 416 and have:
                 partial.unlink(missing_ok=True)  # our partial file is longer than the resource: start over
                 raise httpx.RemoteProtocolError("range not satisfiable; restarting the download")
@@ -325,17 +470,52 @@ class BinanceDataClient:
     def _paced(self, response: httpx.Response) -> Iterator[bytes]:
         """The raw body of ``response``; raises TransferTooSlowError when a ``timeout``-long window of it brought
         fewer than ``min_rate`` bytes per second."""
+        window = self._current_timeout()
         window_start, window_bytes = time.monotonic(), 0
         for chunk in response.iter_raw():
             yield chunk
             window_bytes += len(chunk)
             elapsed = time.monotonic() - window_start
-            if elapsed >= self._timeout:
+            if elapsed >= window:
                 if window_bytes < self._min_rate * elapsed:
                     raise TransferTooSlowError(
                         f"transfer slower than {self._min_rate:g} bytes/s ({window_bytes} bytes in {elapsed:.1f} s)"
                     )
                 window_start, window_bytes = time.monotonic(), 0
+
+
+def _first_of_month(year: int, month: int) -> date:
+    try:
+        return date(year, month, 1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"Not a month: year={year!r}, month={month!r} ({exc})") from exc
+
+
+def _bars_between(frames: Sequence[pd.DataFrame], start_ns: int, end_ns: int) -> pd.DataFrame:
+    """Parsed archive frames (in order) as one frame of the bars in ``[start_ns, end_ns)``: float64 values and a
+    ``timestamp`` column."""
+    if not frames:
+        return ns_to_timestamps(empty_bar_frame())
+    bars = with_float64_decimals(pd.concat(frames, ignore_index=True))
+    ts = bars[TIMESTAMP_COLUMN]
+    return ns_to_timestamps(bars[(ts >= start_ns) & (ts < end_ns)].reset_index(drop=True))
+
+
+def _stderr_is_terminal() -> bool:
+    stream = sys.stderr
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+
+
+@contextmanager
+def _progress(total: int, enabled: bool | None, description: str) -> Iterator[Callable[[], None]]:
+    """A rich progress bar of ``total`` steps on stderr (``enabled=None``: only on a terminal); yields ``advance``."""
+    if not (_stderr_is_terminal() if enabled is None else enabled):
+        yield lambda: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
 
 
 def _is_transient(error: BaseException) -> bool:
