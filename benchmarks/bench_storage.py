@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import lzma
 import math
 import os
 import shutil
@@ -29,10 +30,13 @@ from timing import measure
 
 from marketpipe.application.resampling import resample_bars
 from marketpipe.application.sample_data import random_walk_bars
-from marketpipe.infrastructure.data.archive_mirror import render_kline_csv
+from marketpipe.domain.decimals import float_to_unscaled
+from marketpipe.infrastructure.data.archive_mirror import mirror_candle_files, render_kline_csv
+from marketpipe.infrastructure.data.binance_archive import extract_kline_csv, parse_klines
 from marketpipe.infrastructure.repositories import ParquetMarketDataRepository
 from marketpipe.infrastructure.storage import DuckDBQueryEngine, ParquetManager
-from marketpipe.infrastructure.storage.parquet_format import write_bars_table
+from marketpipe.infrastructure.storage.lake_schema import frame_to_lake_table
+from marketpipe.infrastructure.storage.parquet_format import LAKE_ENCODINGS, LAKE_SORTING, write_bars_table
 
 INTERVAL = "1m"
 READ_SYMBOL = "BTCUSDT"
@@ -114,7 +118,7 @@ class FreshDir:
 
 
 def directory_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and "_locks" not in p.parts)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())  # the lake holds data files only
 
 
 class StorageBench:
@@ -142,8 +146,9 @@ class StorageBench:
         return self.cases
 
     # ------------------------------------------------------------------ writes
-    def _write_lake(self) -> None:
-        repository = ParquetMarketDataRepository(self.lake.path)
+    def _write_lake(self, root: Path | None = None, lake_format: int | None = None) -> None:
+        manager = ParquetManager(root or self.lake.path, lake_format=lake_format)
+        repository = ParquetMarketDataRepository(manager)
         for symbol, frame in self.data.frames.items():
             repository.save(frame, symbol=symbol, interval=INTERVAL)
 
@@ -256,45 +261,122 @@ class StorageBench:
         for _symbol, month, bars in self._month_slices:
             text = render_kline_csv(bars, INTERVAL)
             csv_bytes += len(text)
-            buffer = io.BytesIO()
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(f"{month}.csv", text)
-            zip_bytes += len(buffer.getvalue())
-        name = "all symbols, 1 year"
+            zip_bytes += zipped_size(f"{month}.csv", text)
+        v1 = self.work / "lake-v1"
+        self._write_lake(v1, lake_format=1)
+        name, rows = "all symbols, 1 year", self.data.rows
         for engine, size in (
             ("Binance CSV", csv_bytes),
             ("Binance ZIP (deflate)", zip_bytes),
             ("pandas to_csv", directory_bytes(self.pandas_csv.path)),
             ("pandas to_parquet", directory_bytes(self.pandas_parquet.path)),
             ("marketpipe", directory_bytes(self.lake.path)),
+            (V1, directory_bytes(v1)),
         ):
-            self.cases.append(Case("bytes", name, engine, self.data.label, bytes=size))
+            self.cases.append(Case("bytes", name, engine, self.data.label, bytes=size, rows=rows))
+        shutil.rmtree(v1, ignore_errors=True)
         self.encoding_variants()
 
     def encoding_variants(self) -> None:
-        """The lake's encoding against alternatives, on the read symbol's year (bytes and full-read time)."""
-        months = [(month, bars) for symbol, month, bars in self._month_slices if symbol == READ_SYMBOL]
-        csv_bytes = sum(len(render_kline_csv(bars, INTERVAL)) for _, bars in months)
+        """The lake's encoding against alternatives, on the read symbol's year (bytes and full-read time), and an
+        estimate of the floor any lossless columnar format could reach on these values."""
+        months = [bars for symbol, _, bars in self._month_slices if symbol == READ_SYMBOL]
+        csv_bytes = sum(len(render_kline_csv(bars, INTERVAL)) for bars in months)
+        rows = sum(len(bars) for bars in months)
         name = f"encodings, {READ_SYMBOL} 1 year"
-        self.cases.append(Case("bytes", name, "Binance CSV", self.data.label, bytes=csv_bytes))
-        tables = [pa.Table.from_pandas(bars, preserve_index=False) for _, bars in months]
+        self.cases.append(Case("bytes", name, "Binance CSV", self.data.label, bytes=csv_bytes, rows=rows))
+        floor = sum(sum(column_floor_bytes(bars).values()) for bars in months)
+        note = "lzma -9 of each column's native-precision integer deltas: a floor estimate, not a format"
+        self.cases.append(Case("bytes", name, FLOOR, self.data.label, bytes=floor, rows=rows, note=note))
         root = self.work / "variants"
         for engine, writer in VARIANTS.items():
             target = root / engine.replace(" ", "_")
             target.mkdir(parents=True, exist_ok=True)
-            paths = [target / f"{i:02d}.parquet" for i in range(len(tables))]
-            for table, path in zip(tables, paths, strict=True):
-                writer(table, path)
+            paths = [target / f"{i:02d}.parquet" for i in range(len(months))]
+            for bars, path in zip(months, paths, strict=True):
+                writer(bars, path)
             size = sum(p.stat().st_size for p in paths)
             timing = measure(lambda paths=paths: pq.read_table(paths), self.repeats)
-            note = "not adopted: see docs/performance.md" if engine.startswith("decimal") else ""
             self.cases.append(
                 Case.timed(
-                    "bytes", name, engine, self.data.label, timing, bytes=size, note=note,
+                    "bytes", name, engine, self.data.label, timing, bytes=size, rows=rows,
                     bytes_per_row=column_bytes_per_row(paths),
                 )
             )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
+
+
+REAL_CANDLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-candles"
+OHLCV = ("timestamp", "ts_ns", "open", "high", "low", "close", "volume")
+
+
+def real_candle_cases(work: Path, candles: Path = REAL_CANDLES) -> list[Case]:
+    """Bytes per bar of the real candles of ``shared/data/binance-candles`` (freqtrade's test data: 7 files of
+    Binance klines, 34,196 bars) written as Binance's archives carry them, parsed and stored the way ``ingest``
+    does it; against the archives' CSV and ZIP, format 1, and (OHLCV columns only) an 8-decimal CSV of them."""
+    paths = sorted(candles.glob("*.feather"))
+    if not paths:
+        return []
+    archives = mirror_candle_files(work / "mirror", paths)
+    csv_bytes = zip_bytes = rows = 0
+    lakes = {"marketpipe": work / "real-v2", V1: work / "real-v1"}
+    ohlcv_csv = 0
+    for archive in archives:
+        data = (work / "mirror" / archive.relative_path).read_bytes()
+        text = extract_kline_csv(data)
+        csv_bytes, zip_bytes = csv_bytes + len(text), zip_bytes + len(data)
+        bars = parse_klines(text)
+        rows += len(bars)
+        ohlcv_csv += len(b"".join(b",".join(line.split(b",")[:6]) + b"\n" for line in text.splitlines()))
+        symbol = archive.market.lake_symbol(archive.symbol.value)
+        for engine, lake in lakes.items():
+            ParquetManager(lake, lake_format=1 if engine == V1 else 2).write_months(
+                bars, symbol, archive.interval.value
+            )
+    label = f"real candles ({len(paths)} files, {rows:,} bars)"
+    cases = [
+        Case("bytes", "as archived (12 columns)", "Binance CSV", label, bytes=csv_bytes, rows=rows),
+        Case("bytes", "as archived (12 columns)", "Binance ZIP (deflate)", label, bytes=zip_bytes, rows=rows),
+        Case("bytes", "OHLCV columns", "CSV of time + OHLCV (8 decimals)", label, bytes=ohlcv_csv, rows=rows),
+    ]
+    for engine, lake in lakes.items():
+        files = sorted(lake.rglob("*.parquet"))
+        per_column = column_bytes_per_row(files)
+        cases.append(
+            Case("bytes", "as archived (12 columns)", engine, label, bytes=directory_bytes(lake), rows=rows,
+                 bytes_per_row=per_column)
+        )  # fmt: skip
+        ohlcv = round(sum(v for k, v in per_column.items() if k in OHLCV) * rows)
+        note = "the OHLCV columns' compressed bytes (footer sizes), without the file's other columns"
+        cases.append(Case("bytes", "OHLCV columns", engine, label, bytes=ohlcv, rows=rows, note=note))
+    return cases
+
+
+def zipped_size(name: str, text: bytes) -> int:
+    """The size of a one-entry deflate ZIP of ``text`` (as Binance packs its CSVs)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, text)
+    return len(buffer.getvalue())
+
+
+def column_floor_bytes(bars: pd.DataFrame) -> dict[str, int]:
+    """Per column, lzma -9 of the deltas of its values as integers at their own precision (decimals without the
+    trailing zeros they all share): what a strong general compressor makes of the information left once the
+    layout is ideal. Any lossless columnar format storing these values needs about this much or more."""
+    sizes = {}
+    for name in bars.columns:
+        values = bars[name].to_numpy()
+        if values.dtype.kind == "f":
+            units, exact = float_to_unscaled(values)
+            assert exact.all(), name  # the generator writes decimals with at most 8 places
+        else:
+            units = values.astype(np.int64)
+        common = int(np.gcd.reduce(units)) or 1
+        deltas = np.diff(units // common, prepend=0)
+        zigzag = (deltas << 1) ^ (deltas >> 63)
+        sizes[name] = len(lzma.compress(zigzag.astype(np.uint64).tobytes(), preset=9))
+    return sizes
 
 
 def column_bytes_per_row(paths: list[Path]) -> dict[str, float]:
@@ -312,74 +394,42 @@ def column_bytes_per_row(paths: list[Path]) -> dict[str, float]:
     return {name: round(size / rows, 2) for name, size in sizes.items()}
 
 
-def _with_options(**options: Any) -> Callable[[pa.Table, Path], None]:
-    """The lake's layout (row groups, DELTA integers, statistics, sorting) with some knobs changed."""
+def _v2_with(**options: Any) -> Callable[[pd.DataFrame, Path], None]:
+    """Lake format 2 (the lake's own writer), with some writer options changed."""
 
-    def write(table: pa.Table, path: Path) -> None:
-        integers = [f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_decimal(f.type)]
-        arguments: dict[str, Any] = {
+    def write(bars: pd.DataFrame, path: Path) -> None:
+        arguments = {
             "row_group_size": 16_384,
             "use_dictionary": False,
+            "store_decimal_as_integer": True,
             "write_statistics": True,
-            "sorting_columns": [pq.SortingColumn(0)],
+            "sorting_columns": LAKE_SORTING,
+            "column_encoding": LAKE_ENCODINGS,
             **options,
-            "column_encoding": dict.fromkeys(integers, "DELTA_BINARY_PACKED") | options.get("column_encoding", {}),
         }
-        if arguments["use_dictionary"] is True:
-            del arguments["column_encoding"]  # pyarrow refuses explicit encodings beside dictionary encoding
-        pq.write_table(table, path, **arguments)
+        pq.write_table(frame_to_lake_table(bars, 0), path, **arguments)
 
     return write
 
 
-def _float_columns(table: pa.Table) -> list[str]:
-    return [f.name for f in table.schema if pa.types.is_floating(f.type)]
+def _v1(**options: Any) -> Callable[[pd.DataFrame, Path], None]:
+    """Lake format 1 (float64 prices and volumes)."""
+
+    def write(bars: pd.DataFrame, path: Path) -> None:
+        write_bars_table(pa.Table.from_pandas(bars, preserve_index=False), path, row_group_size=16_384, **options)
+
+    return write
 
 
-def _byte_stream_split(table: pa.Table, path: Path) -> None:
-    split = dict.fromkeys(_float_columns(table), "BYTE_STREAM_SPLIT")
-    _with_options(compression="zstd", column_encoding=split)(table, path)
-
-
-def _decimal_scale(values: np.ndarray, max_scale: int = 8) -> int | None:
-    """The fewest decimals that hold every value exactly as an int64 decimal (None if there are none)."""
-    if not np.isfinite(values).all():
-        return None
-    for scale in range(max_scale + 1):
-        units = np.round(values * 10.0**scale)
-        if np.abs(units).max(initial=0) < 2**53 and np.array_equal(units / 10.0**scale, values):
-            return scale
-    return None
-
-
-def _as_decimals(table: pa.Table) -> pa.Table:
-    """Float columns that are exact decimals as DECIMAL(18, scale) on int64 (lossless; the rest unchanged)."""
-    for name in _float_columns(table):
-        values = table.column(name).to_numpy()
-        scale = _decimal_scale(values)
-        if scale is None:
-            continue
-        units = np.round(values * 10.0**scale).astype(np.int64)
-        words = np.stack([units, units >> 63], axis=1).ravel()  # little-endian 128-bit two's complement
-        array = pa.Array.from_buffers(pa.decimal128(18, scale), len(units), [None, pa.py_buffer(words)])
-        table = table.set_column(table.column_names.index(name), name, array)
-    return table
-
-
-def _decimal(table: pa.Table, path: Path) -> None:
-    _with_options(compression="zstd", store_decimal_as_integer=True)(_as_decimals(table), path)
-
-
-VARIANTS: dict[str, Callable[[pa.Table, Path], None]] = {
-    "marketpipe (zstd-1, DELTA ints, float64)": lambda t, p: write_bars_table(
-        t, p, row_group_size=16_384, compression="zstd"
-    ),
-    "snappy": lambda t, p: write_bars_table(t, p, row_group_size=16_384, compression="snappy"),
-    "gzip": lambda t, p: write_bars_table(t, p, row_group_size=16_384, compression="gzip"),
-    "brotli": lambda t, p: write_bars_table(t, p, row_group_size=16_384, compression="brotli"),
-    "zstd-9": _with_options(compression="zstd", compression_level=9),
-    "zstd-19": _with_options(compression="zstd", compression_level=19),
-    "zstd + byte-stream-split floats": _byte_stream_split,
-    "zstd + dictionary": _with_options(compression="zstd", use_dictionary=True),
-    "decimal(18,k) int64 + DELTA + zstd": _decimal,
+V1 = "marketpipe v1 (float64)"
+FLOOR = "floor estimate (lzma -9 of deltas)"
+VARIANTS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    "marketpipe v2 (decimal, zstd-1)": _v2_with(compression="zstd"),
+    "v2 zstd-9": _v2_with(compression="zstd", compression_level=9),
+    "v2 zstd-19": _v2_with(compression="zstd", compression_level=19),
+    "v2 snappy": _v2_with(compression="snappy"),
+    "v2 gzip": _v2_with(compression="gzip"),
+    "v2 brotli": _v2_with(compression="brotli"),
+    "v2 prices PLAIN": _v2_with(compression="zstd", column_encoding={}),
+    V1: _v1(compression="zstd"),
 }

@@ -95,7 +95,8 @@ def _seconds(value: float | None) -> str:
 
 def _volume(case: Case) -> str:
     if case.bytes is not None:
-        return f"{case.bytes / 1e6:,.1f} MB"
+        per_row = f" ({case.bytes / case.rows:,.1f} B/row)" if case.rows else ""
+        return f"{case.bytes / 1e6:,.2f} MB{per_row}"
     if case.section in ("query", "resample") and case.rows is not None:
         return f"{case.rows:,} rows out"  # result rows (to cross-check engines), not a rate
     rate = case.rows_per_s

@@ -9,7 +9,8 @@ the same run (medians of several runs, min and max kept) and reported as a ratio
   ``pyarrow.parquet.read_table`` of the lake's own files (the floor);
 - daily OHLCV of every symbol for a month: marketpipe SQL (DuckDB over the lake) vs pandas vs ArcticDB + pandas;
 - resampling 1m -> 1h for a year: marketpipe vs pandas ``resample``;
-- bytes on disk vs Binance's CSV (and ZIP), pandas CSV/Parquet, ArcticDB, and the Parquet encoding variants;
+- bytes on disk vs Binance's CSV (and ZIP), pandas CSV/Parquet, ArcticDB, lake format 1, the Parquet encoding
+  variants and a floor estimate; and bytes per bar of the real candles of ``shared/data/binance-candles``;
 - PostgreSQL upserts: the hot store's bulk path vs the seed's ``executemany`` in batches of 1000;
 - ingestion: monthly archive ZIPs -> lake through the local archive server.
 
@@ -36,7 +37,18 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 from bench_services import ingest_cases, postgres_cases
-from bench_storage import DAY, MONTH, READ_SYMBOL, Dataset, StorageBench, make_dataset, write_warmup
+from bench_storage import (
+    DAY,
+    FLOOR,
+    MONTH,
+    READ_SYMBOL,
+    V1,
+    Dataset,
+    StorageBench,
+    make_dataset,
+    real_candle_cases,
+    write_warmup,
+)
 from peers.arcticdb_env import arcticdb_python
 from report import Case, Comparison, as_json, compare, render_table
 from rich.console import Console
@@ -164,12 +176,17 @@ def comparisons(cases: list[Case]) -> list[Comparison]:
     add("query", query, "marketpipe SQL", "pandas")
     add("query", query, "marketpipe SQL", ARCTIC)
     add("resample", "1m -> 1h, 1 symbol x 1 year", "marketpipe", "pandas resample", 1.0)
-    for peer, target in (("Binance CSV", 10.0), ("Binance ZIP (deflate)", None), ("pandas to_csv", None),
-                         ("pandas to_parquet", None), (ARCTIC, None)):  # fmt: skip
+    for peer, target in (("Binance CSV", 10.0), ("Binance ZIP (deflate)", 2.5), ("pandas to_csv", None),
+                         ("pandas to_parquet", None), (ARCTIC, None), (V1, None)):  # fmt: skip
         add("bytes", "all symbols, 1 year", "marketpipe", peer, target)
     variants = f"encodings, {READ_SYMBOL} 1 year"
     for engine in dict.fromkeys(c.engine for c in cases if c.name == variants and c.engine != "Binance CSV"):
         add("bytes", variants, engine, "Binance CSV")
+    add("bytes", variants, "marketpipe v2 (decimal, zstd-1)", FLOOR)
+    for peer in ("Binance CSV", "Binance ZIP (deflate)", V1):
+        add("bytes", "as archived (12 columns)", "marketpipe", peer)
+    for peer in ("CSV of time + OHLCV (8 decimals)", V1):
+        add("bytes", "OHLCV columns", "marketpipe", peer, 10.0 if peer.startswith("CSV") else None)
     for case in ("insert new rows", "upsert the same rows again"):
         add("postgres", case, "marketpipe bulk (binary COPY)", "seed executemany x 1000", 10.0)
     add("ingest", "parse+write stage (ZIPs on disk)", "marketpipe parse+validate+write", "pandas read_csv+to_parquet")
@@ -233,6 +250,12 @@ def main() -> None:
                 with console.status(f"ingest of {len(symbols)} symbol(s)..."):
                     cases += ingest_cases(symbols, data.label, work, repeats=3)
 
+    if "storage" in sections:
+        with tempfile.TemporaryDirectory(prefix="marketpipe-bench-") as tmp, console.status("real candles..."):
+            real = real_candle_cases(Path(tmp))
+        cases += real
+        if not real:
+            notes.append("real candles not measured: shared/data/binance-candles is not beside the checkout")
     cases = in_order(cases)
     found = comparisons(cases)
     notes += [f"row counts differ: {p}" for p in check_rows(cases)]

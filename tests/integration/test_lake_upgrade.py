@@ -99,7 +99,7 @@ def test_every_file_has_the_lake_schema_and_plain_engines_read_the_whole_lake(v1
 
     rows = pl.scan_parquet(f"{v1_lake}/**/*.parquet", hive_partitioning=True).select(pl.len()).collect().item()
     glob = f"{v1_lake}/**/*.parquet"
-    assert duckdb.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0] == rows
+    assert duckdb.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall() == [(rows,)]
 
 
 def test_mixed_v1_and_v2_files_of_one_series_read_alike(v1_lake):

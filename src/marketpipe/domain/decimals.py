@@ -84,7 +84,8 @@ def unscaled_to_float(unscaled: np.ndarray, scale: int = LAKE_SCALE) -> np.ndarr
     divisor = _check_scale(scale)
     unscaled = np.asarray(unscaled, dtype=np.int64)
     result = unscaled.astype(np.float64) / divisor  # exact operands while |unscaled| <= 2**53: correctly rounded
-    large = np.flatnonzero((unscaled > _EXACT_INT) | (unscaled < -_EXACT_INT))
+    # Rounding is monotonic: every |unscaled| > 2**53 gives |result| >= the threshold (a few exact ones do too).
+    large = np.flatnonzero(np.abs(result) >= _EXACT_INT / divisor)
     for start in range(0, len(large), _CHUNK):  # cache-sized chunks: whole-array temporaries cost more than the math
         rows = large[start : start + _CHUNK]
         quotient, remainder = _floor_divmod(unscaled[rows], scale)
@@ -106,12 +107,18 @@ def float_to_unscaled(values: np.ndarray, scale: int = LAKE_SCALE) -> tuple[np.n
     """
     divisor = _check_scale(scale)
     values = np.asarray(values, dtype=np.float64)
-    unscaled = np.zeros(len(values), dtype=np.int64)
-    exact = np.zeros(len(values), dtype=bool)
+    # Fast path: rint(x * 10**scale) is the decimal whenever it reads back as x (checked exactly: the division of
+    # an integer below 2**53 is correctly rounded). What fails the check takes the exact path below.
+    with np.errstate(invalid="ignore", over="ignore"):
+        nearest = np.rint(values * divisor)
+        small = np.abs(nearest) <= _EXACT_INT  # False for NaN and infinity
+    unscaled = np.where(small, nearest, 0).astype(np.int64)
+    exact = small & (unscaled / divisor == values)
     with np.errstate(invalid="ignore"):
-        fitting = np.flatnonzero(np.isfinite(values) & (np.abs(values) < 2.0**62 / divisor))
-    for start in range(0, len(fitting), _CHUNK):
-        rows = fitting[start : start + _CHUNK]
+        rest = np.flatnonzero(~exact & np.isfinite(values) & (np.abs(values) < 2.0**62 / divisor))
+    unscaled[~exact] = 0
+    for start in range(0, len(rest), _CHUNK):
+        rows = rest[start : start + _CHUNK]
         unscaled[rows], exact[rows] = _nearest_decimal(values[rows], scale, divisor)
     return unscaled, exact
 

@@ -67,16 +67,26 @@ def _python_unscaled(array: pa.Array, rows: np.ndarray) -> list[int]:
 
 def decimal_to_float64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The float64 nearest to each decimal (bit-identical to ``float`` of its text); NaN where null."""
-    array = single_array(values)
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    if len(chunks) == 1:
+        return _chunk_to_float64(chunks[0])
+    return np.concatenate([_chunk_to_float64(chunk) for chunk in chunks]) if chunks else np.empty(0)
+
+
+def _chunk_to_float64(array: pa.Array) -> np.ndarray:
     scale = array.type.scale
-    unscaled, fits, valid = decimal_unscaled(array)
-    if MIN_SCALE <= scale <= MAX_SCALE:
-        result = unscaled_to_float(unscaled, scale)
-        slow = np.flatnonzero(~fits & valid)
-        result[slow] = [python_unscaled_to_float(n, scale) for n in _python_unscaled(array, slow)]
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        return np.array([np.nan if v is None else float(v) for v in array.to_pylist()], dtype=np.float64)
+    low, high = _words(array)
+    if array.type.precision <= 18:  # every slot fits int64: the high word only repeats the sign
+        result = unscaled_to_float(low, scale)
     else:
-        result = np.array([float(v) if v is not None else np.nan for v in array.to_pylist()], dtype=np.float64)
-    result[~valid] = np.nan
+        fits = high == (low >> 63)
+        result = unscaled_to_float(low if fits.all() else np.where(fits, low, 0), scale)
+        slow = np.flatnonzero(~fits & _valid(array))
+        result[slow] = [python_unscaled_to_float(n, scale) for n in _python_unscaled(array, slow)]
+    if array.null_count:
+        result[~_valid(array)] = np.nan
     return result
 
 
@@ -154,6 +164,9 @@ def float64_to_decimal(values: np.ndarray, data_type: pa.Decimal128Type) -> tupl
     scale, limit = data_type.scale, 10**data_type.precision
     unscaled, exact = float_to_unscaled(values, scale)
     finite = np.isfinite(values)
+    if exact.all() and data_type.precision >= 18 and not (np.abs(unscaled) >= limit).any():
+        nothing = np.zeros(len(values), dtype=bool)
+        return decimal_from_unscaled(unscaled, data_type), nothing, nothing  # the common case: all exact
     fits = finite & (np.abs(values) < 2.0**62 / 10.0**scale)  # what float_to_unscaled converted
     out_of_range = fits & (np.abs(unscaled) >= limit)
     slow = np.flatnonzero(finite & ~fits)

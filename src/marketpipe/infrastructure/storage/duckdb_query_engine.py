@@ -411,7 +411,8 @@ def _create_lake_views(
 ) -> None:
     """``bars_all``, ``bars`` and ``bars_decimal`` over ``relation`` (files of format v1 and v2, hive keys as
     strings); among the ``overlapping`` files (by name) only the last-written row of each bar is kept in ``bars``
-    and ``bars_decimal`` (``written_at``, or the file's modification time in ``written`` for v1 files)."""
+    and ``bars_decimal`` (``written_at``, or the file's modification time in ``written`` for v1 files; on a tie the
+    later period, then the later file name, as the lake's readers decide)."""
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {relation})").fetchall())
     has_file = "filename" in types
     rest = [n for n in types if n not in (*HIVE_KEYS, "ts_ns", STORED_TIMESTAMP, FLOAT_VALUES, "filename")]
@@ -448,7 +449,10 @@ def _create_lake_views(
                 SELECT r.*, coalesce({written_at}, m.us) AS __rank
                 FROM {relation} r LEFT JOIN (VALUES {mtimes}) m(file, us) ON r.filename = m.file
                 WHERE r.filename IN ({names})
-                QUALIFY row_number() OVER (PARTITION BY frame, symbol, ts_ns ORDER BY __rank DESC, filename DESC) = 1
+                QUALIFY row_number() OVER (
+                    PARTITION BY frame, symbol, ts_ns
+                    ORDER BY __rank DESC, date DESC, parse_filename(filename, true) DESC
+                ) = 1
             )"""
         )
 

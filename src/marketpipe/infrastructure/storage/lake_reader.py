@@ -103,11 +103,10 @@ def read_bar_files(
     else:  # the lake schema's order (v1 files stored their own), then any column only v1 files have
         known = [name for name in BAR_COLUMNS if name in table.column_names]
         table = table.select([*known, *(name for name in table.column_names if name not in known)])
-    frame = to_pandas_exact(table, decimals_as_arrow=exact)
-    if timestamps:
-        stamps = pd.to_datetime(frame.pop(TIMESTAMP_COLUMN).to_numpy(), unit="ns", utc=True)
-        frame.insert(0, "timestamp", stamps)
-    return frame
+    if timestamps:  # a zero-copy view of ts_ns, first
+        stamps = table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("ns", tz="UTC"))
+        table = table.drop_columns([TIMESTAMP_COLUMN]).add_column(0, "timestamp", stamps)
+    return to_pandas_exact(table, decimals_as_arrow=exact)
 
 
 def _read_with_retries(files: list[LakeFile], request: _Request) -> pa.Table | None:
@@ -162,31 +161,17 @@ def _file_columns(parquet: pq.ParquetFile, request: _Request, is_v2: bool) -> li
     leaving out v2 optional columns that are null throughout), their ``float_values`` where any is set, and
     ``written_at`` when ranks are needed."""
     names = parquet.schema_arrow.names
+    if not is_v2:
+        return list(names) if request.columns is None else [c for c in request.columns if c in names]
+    with_values = _columns_with_values(parquet.metadata)
     if request.columns is not None:
         wanted = [c for c in request.columns if c in names and c not in INTERNAL_COLUMNS]
-    elif is_v2:
-        all_null = _all_null_columns(parquet.metadata)
-        wanted = [c for c in names if c not in INTERNAL_COLUMNS and (c in REQUIRED_COLUMNS or c not in all_null)]
     else:
-        wanted = list(names)
-    if is_v2:
-        set_paths = _columns_with_values(parquet.metadata)
-        wanted += [f"{FLOAT_VALUES}.{c}" for c in wanted if c in DECIMAL_COLUMNS and f"{FLOAT_VALUES}.{c}" in set_paths]
-        if request.ranks:
-            wanted.append(WRITTEN_AT)
+        wanted = [c for c in names if c not in INTERNAL_COLUMNS and (c in REQUIRED_COLUMNS or c in with_values)]
+    wanted += [f"{FLOAT_VALUES}.{c}" for c in wanted if c in DECIMAL_COLUMNS and f"{FLOAT_VALUES}.{c}" in with_values]
+    if request.ranks:
+        wanted.append(WRITTEN_AT)
     return wanted
-
-
-def _all_null_columns(metadata: pq.FileMetaData) -> set[str]:
-    """Top-level columns that are null in every row of the file, by their statistics (no data is read)."""
-    return {path for path in _column_paths(metadata) if "." not in path} - _columns_with_values(metadata)
-
-
-def _column_paths(metadata: pq.FileMetaData) -> list[str]:
-    if metadata.num_row_groups == 0:
-        return []
-    group = metadata.row_group(0)
-    return [group.column(i).path_in_schema for i in range(group.num_columns)]
 
 
 def _columns_with_values(metadata: pq.FileMetaData) -> set[str]:

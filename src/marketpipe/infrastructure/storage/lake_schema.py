@@ -215,7 +215,7 @@ def decimal_floats(column: pa.Array | pa.ChunkedArray, override: pa.Array | np.n
         values = override if isinstance(override, np.ndarray) else single_array(override).to_numpy(zero_copy_only=False)
         present = ~np.isnan(values)
         floats[present] = values[present]
-    return pa.array(floats, pa.float64(), from_pandas=True)
+    return pa.array(floats, pa.float64(), from_pandas=column.null_count > 0)
 
 
 def _exact_decimals(column: pa.ChunkedArray | pa.Array, data_type: pa.Decimal128Type) -> pa.Array | pa.ChunkedArray:
