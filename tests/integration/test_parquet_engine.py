@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from marketpipe.domain import DataValidationError, EmptyDataError, InvalidInputError, SchemaError
-from marketpipe.infrastructure.storage import ParquetStorageEngine
+from marketpipe.infrastructure.storage import Lake, ParquetStorageEngine
 from marketpipe.infrastructure.storage.atomic import temp_path_for
 from marketpipe.infrastructure.storage.lake_layout import lake_temp_dir, lake_work_dir
 
@@ -274,3 +274,37 @@ def test_trading_day_accepts_datetime(engine, make_day_bars):
 def test_load_symbol_data_accepts_datetimes_and_timestamps_as_dates(engine, make_day_bars):
     write_days(engine, make_day_bars)
     assert len(engine.load_symbol_data("AAPL", "1m", datetime(2024, 1, 2, 15), pd.Timestamp("2024-01-02"))) == 1440
+
+
+def extended_hours(day: date) -> pd.DataFrame:
+    """US extended-hours 1m bars of ``day`` (04:00-20:00 New York): in winter they end at 01:00 UTC the next day."""
+    start = pd.Timestamp(day).tz_localize("America/New_York") + pd.Timedelta(hours=4)
+    stamps = pd.date_range(start, periods=16 * 60, freq="1min")
+    close = 180 + np.cumsum(np.random.default_rng(day.toordinal()).normal(0, 0.05, len(stamps))).round(2)
+    return pd.DataFrame(
+        {"timestamp": stamps, "open": close, "high": close + 0.05, "low": close - 0.05, "close": close, "volume": 10.0}
+    )
+
+
+def test_a_trading_day_is_the_exchanges_day_in_its_time_zone(lake_root):
+    """Seed 000 partitions AAPL by trading day: a New York day's extended hours cross UTC midnight in winter."""
+    day = date(2024, 1, 2)
+    bars = extended_hours(day)
+    assert bars["timestamp"].iloc[-1].tz_convert("UTC").date() == date(2024, 1, 3)
+    with pytest.raises(DataValidationError, match=r"outside trading day 2024-01-02 \(UTC\)"):
+        ParquetStorageEngine(lake_root).write(bars, frame="1m", symbol="AAPL", trading_day=day, job_id="utc")
+
+    engine = ParquetStorageEngine(lake_root, timezone="America/New_York")
+    engine.write(bars, frame="1m", symbol="AAPL", trading_day=day, job_id="AAPL_2024-01-02")
+    assert len(engine.load_symbol_data("AAPL", "1m", start_date=day, end_date=day)) == 960
+    # Readers pruning by time find the bars after UTC midnight, in the partition of the day before.
+    late = Lake(lake_root).read_bars("AAPL", "1m", datetime(2024, 1, 3), datetime(2024, 1, 3, 2))
+    assert len(late) == 60 and late["ts_ns"].iloc[0] == int(pd.Timestamp("2024-01-03", tz="UTC").value)
+
+    # One zone per symbol; others keep the engine's (UTC): a crypto day is the UTC day.
+    mixed = ParquetStorageEngine(lake_root, timezones={"aapl": "America/New_York"})
+    assert mixed.timezone_of("AAPL") == "America/New_York" and mixed.timezone_of("BTCUSDT") == "UTC"
+    with pytest.raises(DataValidationError, match=r"\(America/New_York\)"):
+        mixed.write(bars, frame="1m", symbol="AAPL", trading_day=date(2024, 1, 3), job_id="wrong-day")
+    with pytest.raises(InvalidInputError, match="Unknown time zone"):
+        ParquetStorageEngine(lake_root, timezone="Mars/Olympus")

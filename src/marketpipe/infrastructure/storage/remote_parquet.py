@@ -31,6 +31,7 @@ import operator
 import re
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -185,12 +186,8 @@ def query_remote_parquet(
         raise InvalidInputError(f"columns must not repeat a name, got {names}")
     derived = time_column == "ts_ns"
     wanted = list(dict.fromkeys([time_column, *(n for n in names if not (derived and n == "timestamp"))]))
-    projection = {name: ds.field(name) for name in wanted}
-    decimals = [n for n in wanted if pa.types.is_decimal(dataset.schema.field(n).type)]
-    if FLOAT_VALUES in stored:  # v2 files: the float64 of values no decimal holds, where any
-        projection |= {f"{FLOAT_VALUES}.{n}": ds.field(FLOAT_VALUES, n) for n in decimals if n in DECIMAL_COLUMNS}
     predicate = _time_filter(dataset.schema.field(time_column), start, end)
-    table = _guarded(location, secrets, lambda: dataset.to_table(columns=projection, filter=predicate))
+    table = _guarded(location, secrets, lambda: _scan_decoded(dataset, wanted, partition_keys, predicate))
     order = table.column(time_column)
     if len(order) > 1 and not pc.all(pc.greater_equal(order[1:], order[:-1])).as_py():
         table = table.take(pc.sort_indices(table, sort_keys=[(time_column, "ascending")]))
@@ -199,13 +196,42 @@ def query_remote_parquet(
     for name in names:
         if derived and name == "timestamp":
             data[name] = order.cast(pa.timestamp("ns", tz="UTC")).to_pandas()
-        elif name in decimals:
-            override = f"{FLOAT_VALUES}.{name}"
-            overrides = table.column(override) if override in table.column_names else None
-            data[name] = decimal_floats(table.column(name), overrides).to_pandas()
         else:
             data[name] = table.column(name).to_pandas()
     return timestamps_as_utc(pd.DataFrame(data, columns=names))
+
+
+def _scan_decoded(dataset: ds.Dataset, wanted: list[str], keys: list[str], predicate: Any) -> pa.Table:
+    """``wanted`` of every file, each file scanned with its own schema and its decimals decoded (correctly rounded,
+    ``float_values`` applied). A prefix holding lake format 1 and 2 files thus reads as one table of doubles,
+    exactly as the local readers read it (scanned with the dataset's one schema, pyarrow would cast one format
+    into the other, inexactly)."""
+
+    def scan(fragment: ds.ParquetFileFragment) -> pa.Table:
+        physical = fragment.physical_schema
+        schema = pa.schema([*physical, *(pa.field(key, pa.string()) for key in keys)])
+        present = [name for name in wanted if name in schema.names]
+        projection = {name: ds.field(name) for name in present}
+        decimals = [name for name in present if pa.types.is_decimal(schema.field(name).type)]
+        if FLOAT_VALUES in physical.names:
+            projection |= {f"{FLOAT_VALUES}.{n}": ds.field(FLOAT_VALUES, n) for n in decimals if n in DECIMAL_COLUMNS}
+        table = fragment.to_table(schema=schema, columns=projection, filter=predicate)
+        columns = {}
+        for name in present:
+            override = f"{FLOAT_VALUES}.{name}"
+            overrides = table.column(override) if override in table.column_names else None
+            columns[name] = decimal_floats(table.column(name), overrides) if name in decimals else table.column(name)
+        return pa.table(columns)
+
+    fragments = list(dataset.get_fragments(filter=predicate))
+    with ThreadPoolExecutor(max_workers=min(8, max(len(fragments), 1))) as pool:  # network-bound: range requests
+        tables = list(pool.map(scan, fragments))
+    if not tables:
+        fields = [dataset.schema.field(name) for name in wanted]
+        return pa.schema(
+            [f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f for f in fields]
+        ).empty_table()
+    return pa.concat_tables(tables, promote_options="permissive").select(wanted)
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
