@@ -17,9 +17,11 @@ test:
 test-pandas2: .venv-pandas2/.installed
 	.venv-pandas2/bin/python -m pytest -q -p no:cacheprovider
 
+# mypy --strict over src/ (configured in pyproject.toml's [tool.mypy]): the package ships py.typed.
 lint:
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 
 format:
 	$(PY) -m ruff format src tests benchmarks

@@ -9,8 +9,9 @@ output directory is created. matplotlib and mplfinance are imported lazily so im
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -72,8 +73,10 @@ def plot_candlesticks(
     up = frame["close"].to_numpy() >= frame["open"].to_numpy()
     left, right, zero = x - 0.4, x + 0.4, np.zeros(n)
     verts = np.stack([np.c_[left, zero], np.c_[left, vol], np.c_[right, vol], np.c_[right, zero]], axis=1)
+    # matplotlib's stub takes a sequence of (M, 2) arrays; set_verts also takes one 3D array (its fast path).
+    polygons = cast(Sequence[np.ndarray], verts)
     volume_ax.add_collection(
-        PolyCollection(verts, facecolors=np.where(up, _UP, _DOWN), linewidths=0, alpha=0.8), autolim=False
+        PolyCollection(polygons, facecolors=np.where(up, _UP, _DOWN), linewidths=0, alpha=0.8), autolim=False
     )
     vmax = float(vol.max())
     volume_ax.set_ylim(0.0, vmax * 1.05 if vmax > 0 else 1.0)

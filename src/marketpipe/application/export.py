@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -13,7 +14,14 @@ from marketpipe.domain.bar_frame import ns_to_timestamps
 from marketpipe.infrastructure.storage.atomic import atomic_write
 from marketpipe.infrastructure.storage.lake import Lake
 
-COMPRESSED_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
+CsvCompression = Literal["gzip", "bz2", "xz", "zstd", "zip"]  # pandas' names of the codecs below
+COMPRESSED_SUFFIXES: dict[str, CsvCompression] = {
+    ".gz": "gzip",
+    ".bz2": "bz2",
+    ".xz": "xz",
+    ".zst": "zstd",
+    ".zip": "zip",
+}
 
 
 def export_csv(

@@ -140,8 +140,10 @@ def resample_bars(bars: pd.DataFrame, source: str, target: str, *, drop_incomple
 def _take(values: pd.Series, rows: np.ndarray) -> np.ndarray | pd.api.extensions.ExtensionArray:
     """The values at ``rows`` (decimals stay decimals)."""
     if is_decimal_column(values):
-        return values.array.take(rows)
-    return values.to_numpy(dtype=np.float64)[rows]
+        taken: pd.api.extensions.ExtensionArray = values.array.take(rows)
+        return taken
+    floats: np.ndarray = values.to_numpy(dtype=np.float64)[rows]
+    return floats
 
 
 def _extreme(values: pd.Series, starts: np.ndarray, pick: np.ufunc) -> np.ndarray | pd.api.extensions.ExtensionArray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,7 @@ from marketpipe.domain.value_objects import Interval, datetime_to_ns
 
 
 def random_walk_bars(
-    start: datetime,
+    start: datetime | date,
     periods: int,
     *,
     interval: str = "1m",

@@ -74,4 +74,5 @@ IntervalOption = Annotated[str, typer.Option("--interval", "-i", help="Bar inter
 
 def settings_of(ctx: typer.Context) -> Settings:
     """The Settings resolved by the root callback."""
-    return ctx.find_root().obj
+    settings: Settings = ctx.find_root().obj  # set by the root callback (cli.main) before any command runs
+    return settings

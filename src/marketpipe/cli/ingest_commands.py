@@ -150,7 +150,9 @@ def ingest_binance(
     if start is None and to is Destination.lake:
         raise typer.BadParameter("required (or --to hot, which starts at the hot store's cutoff)", param_hint="--start")
     if export_csv_path is not None and to is Destination.hot:
-        raise typer.BadParameter("reads the lake; with --to hot the recent bars are in the hot store", "--export-csv")
+        raise typer.BadParameter(
+            "reads the lake; with --to hot the recent bars are in the hot store", param_hint="--export-csv"
+        )
     last = end.date() if end else today - timedelta(days=1)
     first = start.date() if start else min(today - timedelta(days=settings.hot_days), last)
     request = IngestionRequest(tuple(symbols), tuple(interval), first, last, market.value, workers)

@@ -226,6 +226,7 @@ def _datetimes_from_objects(stamps: pd.Series) -> pd.Series:
 
 
 def _utc_timestamp(value: object) -> pd.Timestamp:
+    # A datetime, np.datetime64 or missing value (None/NaN give NaT); pandas-stubs' Timestamp() takes no object/None.
     stamp = pd.Timestamp(value)  # type: ignore[arg-type]
     return stamp.tz_convert("UTC") if stamp.tzinfo is not None else stamp.tz_localize("UTC")
 

@@ -155,6 +155,7 @@ def python_float_to_unscaled(value: float, scale: int = LAKE_SCALE) -> tuple[int
 def python_unscaled_to_float(unscaled: int, scale: int = LAKE_SCALE) -> float:
     """One unscaled decimal of any size as float64, correctly rounded (Python's int division is)."""
     try:
-        return unscaled / 10**scale
+        divisor: float = 10**scale  # an int (a float if scale < 0); typeshed types int ** int as Any
+        return unscaled / divisor
     except OverflowError:
         return float("inf") if unscaled > 0 else float("-inf")

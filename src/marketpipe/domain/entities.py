@@ -35,12 +35,13 @@ class OHLCVBar:
     def __post_init__(self) -> None:
         object.__setattr__(self, "symbol", Symbol(self.symbol))
         object.__setattr__(self, "interval", Interval(self.interval))
-        if isinstance(self.timestamp_ns, bool) or not isinstance(self.timestamp_ns, numbers.Integral):
-            raise DataValidationError("timestamp", f"timestamp_ns must be an int, got {self.timestamp_ns!r}")
+        timestamp: object = self.timestamp_ns  # checked at run time: callers may pass any object
+        if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Integral):
+            raise DataValidationError("timestamp", f"timestamp_ns must be an int, got {timestamp!r}")
         object.__setattr__(self, "timestamp_ns", int(self.timestamp_ns))
         for name in ("open", "high", "low", "close", "volume"):
             value = getattr(self, name)
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not isinstance(value, bool) and isinstance(value, numbers.Real):
                 object.__setattr__(self, name, float(value))
         prices = (self.open, self.high, self.low, self.close)
         if not all(isinstance(p, float) and math.isfinite(p) for p in prices):

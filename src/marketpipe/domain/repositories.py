@@ -122,15 +122,20 @@ class IMarketDataRepository(ABC):
     """
 
     @abstractmethod
-    def get_by_date_range(self, symbol: str, interval: str, start: datetime, end: datetime) -> pd.DataFrame:
+    def get_by_date_range(
+        self, symbol: str, interval: str, start: datetime | date, end: datetime | date
+    ) -> pd.DataFrame:
         """Bars with ``start <= timestamp < end``."""
 
     @abstractmethod
-    def save(self, data: pd.DataFrame | Sequence[OHLCVBar]) -> int:
-        """Store bars (upsert on timestamp); returns the number of bars written."""
+    def save(
+        self, data: pd.DataFrame | Sequence[OHLCVBar], *, symbol: str | None = None, interval: str | None = None
+    ) -> int:
+        """Store bars (upsert on timestamp); returns the number of bars written. ``symbol``/``interval`` name the
+        series of a frame that has no such columns."""
 
     @abstractmethod
-    def exists(self, symbol: str, interval: str, start: datetime, end: datetime) -> bool:
+    def exists(self, symbol: str, interval: str, start: datetime | date, end: datetime | date) -> bool:
         """Whether any bar lies in ``[start, end)``."""
 
     @abstractmethod

@@ -83,11 +83,16 @@ class Interval:
 
     @property
     def count(self) -> int:
-        return int(_INTERVAL_RE.fullmatch(self.value).group(1))  # type: ignore[union-attr]
+        return int(self._parts().group(1))
 
     @property
     def unit(self) -> str:
-        return _INTERVAL_RE.fullmatch(self.value).group(2)  # type: ignore[union-attr]
+        return self._parts().group(2)
+
+    def _parts(self) -> re.Match[str]:
+        parts = _INTERVAL_RE.fullmatch(self.value)
+        assert parts is not None  # __post_init__ stores only values that match
+        return parts
 
     @property
     def is_calendar_month(self) -> bool:

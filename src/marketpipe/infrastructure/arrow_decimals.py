@@ -27,7 +27,8 @@ _WORD = 1 << 64
 
 
 def is_decimal(data_type: pa.DataType) -> bool:
-    return pa.types.is_decimal128(data_type)
+    decimal: bool = pa.types.is_decimal128(data_type)
+    return decimal
 
 
 def is_decimal_dtype(dtype: object) -> bool:
@@ -49,7 +50,8 @@ def _words(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def _valid(array: pa.Array) -> np.ndarray:
     if array.null_count == 0:
         return np.ones(len(array), dtype=bool)
-    return array.is_valid().to_numpy(zero_copy_only=False)
+    valid: np.ndarray = array.is_valid().to_numpy(zero_copy_only=False)
+    return valid
 
 
 def decimal_unscaled(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

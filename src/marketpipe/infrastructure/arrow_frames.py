@@ -29,7 +29,7 @@ def to_pandas_exact(table: pa.Table, *, decimals_as_arrow: bool = False) -> pd.D
             return UTC_NANOS
         return pd.ArrowDtype(data_type) if decimals_as_arrow and pa.types.is_decimal(data_type) else None
 
-    frame = table.to_pandas(types_mapper=mapper, split_blocks=True)
+    frame: pd.DataFrame = table.to_pandas(types_mapper=mapper, split_blocks=True)
     for name in table.column_names:
         column = table.column(name)
         if pa.types.is_integer(column.type) and column.null_count:

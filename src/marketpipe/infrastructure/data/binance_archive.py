@@ -37,7 +37,15 @@ _CHUNK_BYTES = 1 << 20
 # Binance stores its CSVs deflated. zipfile bounds only deflate's output per read: a bzip2 or LZMA entry is
 # decompressed a whole compressed chunk at a time, so 800 bytes of bzip2 could expand to 1 GiB in one call.
 _READABLE_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, struct.error, EOFError, OSError, ValueError)
+_ZIP_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+)
 _ZIP_ERRORS += (NotImplementedError, RuntimeError)  # unsupported compression method, encryption
 _BOM = b"\xef\xbb\xbf"
 _HEADER = re.compile(rb'[ \t]*"?open_time"?[ \t]*,', re.IGNORECASE)
@@ -149,7 +157,7 @@ def parse_klines(csv_bytes: bytes, *, source: str = "archive") -> pd.DataFrame:
     if pa.types.is_floating(table.schema.field("open").type):
         extra = np.column_stack([table.column(name).to_numpy() for name in _EXTRA_FLOATS])
         _refuse(source, "quote and taker volumes must be finite numbers", (~np.isfinite(extra)).any(axis=1))
-    ts_ns, close_ns = _to_ns(*(table.column(name).to_numpy() for name in ("open_time", "close_time")), source)
+    ts_ns, close_ns = _to_ns(table.column("open_time").to_numpy(), table.column("close_time").to_numpy(), source)
 
     def values(name: str) -> pd.Series:
         column = table.column(name)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pandas as pd
@@ -337,7 +338,7 @@ class BinanceDataClient:
         path = Path(output_path)
         if compress and not path.name.endswith(".gz"):
             path = path.with_name(path.name + ".gz")
-        compression = "gzip" if compress else None
+        compression: Literal["gzip"] | None = "gzip" if compress else None
         try:
             return atomic_write(path, lambda temp: df.to_csv(temp, index=False, compression=compression))
         except OSError as exc:

@@ -103,7 +103,8 @@ class PostgresDatabase(SqlDatabase):
             )
         self._url = url
         # Registered so that no log record (psycopg's, the pool's) shows them, until this object is collected.
-        passwords = [p for p in (given.get("password"), password) if p]
+        # (psycopg types a parameter as str | int | None; parsed from a URL it is a str)
+        passwords = [str(p) for p in (given.get("password"), password) if p]
         self._secrets = tuple(dict.fromkeys([*url_secrets(url), *passwords]))
         redacting_filter.register(self._secrets)
         self._finalizer = weakref.finalize(self, redacting_filter.unregister, self._secrets)
@@ -168,6 +169,7 @@ class PostgresDatabase(SqlDatabase):
 
     def _migrate(self) -> None:
         """Connect once directly (a clear error if the server is unreachable) and apply pending migrations."""
+        error: RepositoryError | None
         try:
             connection = psycopg.connect(self._url, **self._connect_kwargs)
         except psycopg.Error as exc:

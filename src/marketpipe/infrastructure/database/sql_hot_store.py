@@ -126,7 +126,8 @@ class SqlHotStore(HotStore):
     database fails (the transaction is rolled back: nothing of the call is kept).
     """
 
-    database_type: ClassVar[type[SqlDatabase]] = SqlDatabase
+    # mypy rejects an abstract class as a type[...] value (python/mypy#4717); it is only used with isinstance here.
+    database_type: ClassVar[type[SqlDatabase]] = SqlDatabase  # type: ignore[type-abstract]
     # NULL-safe comparisons: PostgreSQL's standard spelling; SQLite's IS / IS NOT work on every SQLite version.
     same: ClassVar[str] = "IS NOT DISTINCT FROM"
     different: ClassVar[str] = "IS DISTINCT FROM"
@@ -278,6 +279,7 @@ class SqlHotStore(HotStore):
             return session.execute(self._delete_sql, params)
 
     def series(self, *, before: datetime | None = None) -> list[HotSeries]:
+        params: tuple[Any, ...]
         where, params = "", ()
         if before is not None:
             where, params = f" WHERE {TS} < ?", (self._bound_param(moment_ns(before)),)
@@ -309,7 +311,8 @@ class SqlHotStore(HotStore):
         if isinstance(regime, bool) or not isinstance(regime, int | np.integer) or not INT32_MIN <= regime <= INT32_MAX:
             raise InvalidInputError(f"regime must be an integer in the 32-bit range, got {regime!r}")
         if isinstance(probabilities, Mapping):
-            bad = [k for k, v in probabilities.items() if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+            entries: Mapping[Any, object] = probabilities  # values are checked at run time: callers may pass anything
+            bad = [k for k, v in entries.items() if isinstance(v, bool) or not isinstance(v, numbers.Real)]
             if bad:
                 raise InvalidInputError(f"probabilities must be numbers; not for keys {bad[:5]!r}")
         documents = (json_document(probabilities, "probabilities"), json_document(features, "features", optional=True))
@@ -403,10 +406,11 @@ class SqlHotStore(HotStore):
     ) -> list[StagedBars]:
         """Validated bars per series; ``symbol``/``interval`` name the series or must agree with the rows'."""
         key = (None if symbol is None else Symbol(symbol).value, None if interval is None else Interval(interval).value)
+        supplied: object = data  # checked at run time: callers may pass anything (a str is a Sequence too)
         if isinstance(data, pd.DataFrame):
             data = _with_timestamp_column(data)
             present = set(data.columns)
-        elif isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        elif isinstance(data, Sequence) and not isinstance(supplied, str | bytes):
             present = {"symbol", "interval"}
         else:
             raise SchemaError(f"Expected a DataFrame or a sequence of OHLCVBar, got {type(data).__name__}")
@@ -439,7 +443,7 @@ class SqlHotStore(HotStore):
         valid = validate_bar_frame(frame)
         ts_ns = valid[TIMESTAMP_COLUMN].to_numpy(dtype=np.int64)
         self._check_timestamps(ts_ns)
-        columns = {}
+        columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for name in VALUE_COLUMNS:
             if name not in valid.columns:
                 dtype = np.int64 if name in INTEGER_COLUMNS else np.float64
@@ -514,14 +518,15 @@ def positive_int(value: object, what: str) -> int:
 
 def moment_ns(moment: datetime | date) -> int:
     """Nanoseconds since the epoch (naive = UTC; a ``pd.Timestamp`` keeps its nanoseconds), clamped to int64."""
-    if moment is pd.NaT:
+    value: object = moment  # checked at run time: callers may pass anything (NaT included)
+    if value is pd.NaT:
         raise InvalidInputError("Expected a datetime or date, got NaT")
-    if isinstance(moment, pd.Timestamp):
-        ns = datetime_to_ns(moment.to_pydatetime(warn=False)) + moment.nanosecond
-    elif isinstance(moment, datetime | date):
-        ns = datetime_to_ns(moment)
+    if isinstance(value, pd.Timestamp):
+        ns = datetime_to_ns(value.to_pydatetime(warn=False)) + value.nanosecond
+    elif isinstance(value, datetime | date):
+        ns = datetime_to_ns(value)
     else:
-        raise InvalidInputError(f"Expected a datetime or date, got {type(moment).__name__}")
+        raise InvalidInputError(f"Expected a datetime or date, got {type(value).__name__}")
     return min(max(ns, INT64_MIN), INT64_MAX)
 
 

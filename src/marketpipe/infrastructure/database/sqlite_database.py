@@ -38,7 +38,8 @@ class _SqliteSession(SqlSession):
         # connection then fails at once with SQLITE_BUSY_SNAPSHOT instead of waiting for the busy timeout.
         cursor = self._connection.execute(sql, params)
         try:
-            return cursor.fetchone()
+            row: Row | None = cursor.fetchone()
+            return row
         finally:
             cursor.close()
 
@@ -116,12 +117,11 @@ class SqliteDatabase(SqlDatabase):
         if self._schema_ready:
             return
         with self._schema_lock:
-            if self._schema_ready:
-                return
-            with self._open() as connection:
-                self._enable_wal(connection)
-                self._migrate(connection)
-            self._schema_ready = True
+            if not self._schema_ready:  # another thread may have migrated while this one waited for the lock
+                with self._open() as connection:
+                    self._enable_wal(connection)
+                    self._migrate(connection)
+                self._schema_ready = True
 
     def _enable_wal(self, connection: sqlite3.Connection) -> None:
         """Switch the file to WAL (persistent). The switch ignores busy_timeout, so retry while it is locked."""

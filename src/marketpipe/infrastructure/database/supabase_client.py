@@ -86,7 +86,8 @@ def encode_binary_copy(
     if nullable:
         pattern = np.zeros(rows, dtype=np.int64)
         for bit, field in enumerate(nullable):
-            pattern |= field.nulls.astype(np.int64) << bit  # type: ignore[union-attr]
+            assert field.nulls is not None  # nullable holds only fields with nulls
+            pattern |= field.nulls.astype(np.int64) << bit
         first = int(pattern[0])
         if (pattern == first).all():  # the usual case: a column is null in every row or in none
             found: list[tuple[int, np.ndarray | None]] = [(first, None)]
@@ -112,7 +113,8 @@ def encode_binary_copy(
                 else:
                     block[f"{field.name}.size"] = np.dtype(field.dtype).itemsize
                     block[field.name] = field.values if isinstance(field.values, bytes) else field.values[rows_of]
-            yield memoryview(block.view(np.uint8))
+            # numpy's stub declares ndarray.__buffer__ only for Python >= 3.12 (the buffer protocol exists on 3.11)
+            yield memoryview(block.view(np.uint8))  # type: ignore[arg-type]
 
 
 def decode_binary_copy(data: bytes | bytearray, dtype: np.dtype) -> np.ndarray:
@@ -312,6 +314,8 @@ class SupabaseClient(SqlHotStore):
 
         Returns how many rows were inserted or changed.
         """
+        new: list[StagedBars]
+        changed: list[StagedBars]
         if not self._holds_any(session, batches):
             new, changed = list(batches), []
         else:
@@ -354,6 +358,8 @@ class SupabaseClient(SqlHotStore):
         rows = decode_uniform_copy(_copy_out(session, _STORED_COPY, params), _STORED_FIELDS)
         if rows is None:  # NULLs in different columns from row to row
             rows = decode_binary_copy(_copy_out(session, _FLAGGED_COPY, params), _FLAGGED_DTYPE)
+        names = rows.dtype.names
+        assert names is not None  # both COPY layouts decode to structured (named-field) arrays
         stored_us = rows["timestamp"].astype(np.int64)  # ascending, unique (the primary key's order)
         given_us = batch.ts_ns // 1000 - PG_EPOCH_US
         given_rows: np.ndarray | slice
@@ -370,12 +376,12 @@ class SupabaseClient(SqlHotStore):
         for name in VALUE_COLUMNS:
             values, nulls = batch.columns[name]
             given_null = np.zeros(count, dtype=bool) if nulls is None else nulls[given_rows]
-            if name not in rows.dtype.names:  # NULL in every stored row
+            if name not in names:  # NULL in every stored row
                 same &= given_null
                 continue
             native = np.int64 if name in INTEGER_COLUMNS else np.float64
             equal = values[given_rows] == rows[name].astype(native)[stored_rows]
-            if f"{name}.null" in rows.dtype.names:
+            if f"{name}.null" in names:
                 stored_null = rows[f"{name}.null"].view(bool)[stored_rows]
                 same &= (given_null == stored_null) & (given_null | equal)
             else:  # a value in every stored row
@@ -444,12 +450,11 @@ def _merged(*groups: Sequence[StagedBars]) -> list[StagedBars]:
     for (symbol, interval), parts in by_series.items():
         ts_ns = np.concatenate([part.ts_ns for part in parts])
         order = np.argsort(ts_ns, kind="stable")
-        columns = {}
+        columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for name in VALUE_COLUMNS:
             values = np.concatenate([part.columns[name][0] for part in parts])[order]
             masks = [
-                np.zeros(part.rows, dtype=bool) if part.columns[name][1] is None else part.columns[name][1]
-                for part in parts
+                np.zeros(part.rows, dtype=bool) if (mask := part.columns[name][1]) is None else mask for part in parts
             ]
             nulls = np.concatenate(masks)[order]
             columns[name] = (values, nulls if nulls.any() else None)

@@ -46,7 +46,8 @@ class SqlRepository:
     that backend (``SqliteDatabase(path)``, ``PostgresDatabase(url)``).
     """
 
-    backend: ClassVar[type[SqlDatabase]] = SqlDatabase
+    # mypy rejects an abstract class as a type[...] value (python/mypy#4717); the base class is never instantiated.
+    backend: ClassVar[type[SqlDatabase]] = SqlDatabase  # type: ignore[type-abstract]
 
     def __init__(self, database: DatabaseArg) -> None:
         backend = self.backend
@@ -54,6 +55,7 @@ class SqlRepository:
         if isinstance(database, backend):
             self._db: SqlDatabase = database
         elif backend is not SqlDatabase and isinstance(database, str | os.PathLike):
+            # A concrete backend here, whose constructor takes the path or URL (SqlDatabase's own takes nothing).
             self._db = backend(os.fspath(database))  # type: ignore[call-arg]
             self._owns_database = True
         else:

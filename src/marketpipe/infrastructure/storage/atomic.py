@@ -55,7 +55,7 @@ def fsync_directory(directory: Path) -> None:
 
 def atomic_write(
     final_path: Path,
-    write: Callable[[Path], None],
+    write: Callable[[Path], object],
     *,
     overwrite: bool = True,
     temp_dir: Path | None = None,

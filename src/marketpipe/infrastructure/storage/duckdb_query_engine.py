@@ -287,7 +287,7 @@ class DuckDBQueryEngine:
             "FROM read_parquet($source)"
         )
         row = timestamps_as_utc(self._run(self._con, query, {"source": source})).iloc[0].to_dict()
-        return {} if not row["row_count"] else {k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
+        return {} if not row["row_count"] else {str(k): v.item() if hasattr(v, "item") else v for k, v in row.items()}
 
     def refresh(self) -> None:
         """Re-create the lake's views (they are re-created by themselves when files are added or overlap)."""
@@ -307,7 +307,8 @@ class DuckDBQueryEngine:
         self.refresh()
 
     def _remote_connection(self) -> duckdb.DuckDBPyConnection:
-        location, s3 = self._remote  # type: ignore[misc]
+        assert self._remote is not None  # only called by refresh() with a remote lake set
+        location, s3 = self._remote
         con = duckdb.connect(config=dict(self._config))
         con.register("remote_lake", open_remote_dataset(location, s3=s3))
         _create_lake_views(con, "remote_lake", frozenset(), {})
@@ -489,7 +490,8 @@ def _group_expression(item: str, described: _Columns) -> tuple[str, str]:
 def _time_predicate(
     time_column: str, start: datetime | date | None, end: datetime | date | None
 ) -> tuple[str, dict[str, Any]]:
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, Any] = {}  # both bounds ints (ts_ns) or both datetimes
 
     def to_value(moment: datetime | date) -> int | datetime:
         return datetime_to_ns(moment) if time_column == "ts_ns" else to_utc(moment).replace(tzinfo=None)

@@ -230,7 +230,8 @@ class ParquetStorageEngine:
 
 def _as_date(value: date) -> date:
     if hasattr(value, "date") and callable(value.date):  # datetime or pandas Timestamp
-        return value.date()
+        day: date = value.date()
+        return day
     if isinstance(value, date):
         return value
     raise InvalidInputError(f"trading_day must be a date, got {value!r}")

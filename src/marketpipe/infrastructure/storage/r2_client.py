@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 from urllib.parse import quote, urlsplit
 
 import boto3.exceptions
@@ -39,6 +39,11 @@ from marketpipe.config import redact_url, url_password
 from marketpipe.domain.errors import InvalidInputError, StorageError
 from marketpipe.infrastructure.secret_redaction import redacting_filter, scrub_text
 from marketpipe.infrastructure.storage.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
+
+    from mypy_boto3_s3 import S3Client  # type package (dev dependency): the typed S3 client
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +228,7 @@ def local_etag(
     return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{parts}"
 
 
-def _md5_of(handle: Any, length: int) -> Any:
+def _md5_of(handle: Any, length: int) -> HASH:
     """MD5 of the next ``length`` bytes of ``handle``."""
     digest = hashlib.md5(usedforsecurity=False)
     remaining = length
@@ -361,13 +366,17 @@ class R2Client:
         )
         error: Exception | None = None
         try:
-            self._client: Any = _new_botocore_session(profile_name).create_client(
-                "s3",
-                endpoint_url=endpoint_url,
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                aws_session_token=session_token,
-                config=Config(**config_kwargs),
+            # botocore types every client as BaseClient; created for "s3" it is an S3 client.
+            self._client = cast(
+                "S3Client",
+                _new_botocore_session(profile_name).create_client(
+                    "s3",
+                    endpoint_url=endpoint_url,
+                    aws_access_key_id=access_key_id,
+                    aws_secret_access_key=secret_access_key,
+                    aws_session_token=session_token,
+                    config=Config(**config_kwargs),
+                ),
             )
         except ProfileNotFound:
             error = InvalidInputError(f"AWS profile {profile_name!r} not found")
@@ -424,6 +433,11 @@ class R2Client:
     ) -> None:
         self.close()
 
+    def _transfer(self) -> S3Transfer:
+        """A managed transfer (multipart above the threshold) with this client's transfer configuration."""
+        # boto3-stubs types the config as botocore's Config; boto3 takes (and needs) a boto3 TransferConfig here.
+        return S3Transfer(self._client, self._transfer_config)  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ error handling
 
     def _scrub(self, text: str) -> str:
@@ -478,7 +492,7 @@ class R2Client:
         if clean_metadata:
             extra_args["Metadata"] = clean_metadata
         log.debug("Uploading %s to s3://%s/%s", path, self._bucket, key)
-        with self._errors("upload", key), S3Transfer(self._client, self._transfer_config) as transfer:
+        with self._errors("upload", key), self._transfer() as transfer:
             transfer.upload_file(str(path), self._bucket, key, extra_args=extra_args)
         info = self.head_object(key)
         log.debug("Uploaded %s to s3://%s/%s (%d bytes)", path, self._bucket, key, info.size)
@@ -503,7 +517,7 @@ class R2Client:
         final_path = Path(local_path)
 
         def write(temp_path: Path) -> None:
-            with S3Transfer(self._client, self._transfer_config) as transfer:
+            with self._transfer() as transfer:
                 transfer.download_file(self._bucket, key, str(temp_path))
 
         log.debug("Downloading s3://%s/%s to %s", self._bucket, key, final_path)

@@ -235,7 +235,7 @@ def _scan_decoded(dataset: ds.Dataset, wanted: list[str], keys: list[str], predi
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
-class _RangeReadHandler(pafs.FSSpecHandler):
+class _RangeReadHandler(pafs.FSSpecHandler):  # type: ignore[misc]  # pyarrow is untyped: its classes are Any
     """pyarrow handler over an fsspec HTTP filesystem that opens files without fsspec's existence probe.
 
     ``FSSpecHandler.open_input_file`` calls ``fs.isfile``, which for HTTP is a GET of the whole file (aborted, but
@@ -250,7 +250,7 @@ class _RangeReadHandler(pafs.FSSpecHandler):
         known = [p for p in paths if p in self.sizes]
         if len(known) == len(paths):
             return [pafs.FileInfo(p, pafs.FileType.File, size=self.sizes[p]) for p in paths]
-        infos = super().get_file_info(paths)
+        infos: list[pafs.FileInfo] = super().get_file_info(paths)
         for info in infos:
             if info.type == pafs.FileType.File and info.size is not None:
                 self.sizes[info.path] = info.size
@@ -446,8 +446,9 @@ def _storage_error(location: str, secrets: Sequence[str], exc: Exception) -> Sto
     not_found = isinstance(exc, FileNotFoundError)
     cause = exc.__cause__ if not_found and isinstance(exc.__cause__, Exception) else exc
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    if isinstance(getattr(cause, "status", None), int):  # aiohttp.ClientResponseError: status and reason only
-        text = f"HTTP {cause.status} {getattr(cause, 'message', '')}".strip()
+    status = getattr(cause, "status", None)
+    if isinstance(status, int):  # aiohttp.ClientResponseError: status and reason only
+        text = f"HTTP {status} {getattr(cause, 'message', '')}".strip()
     detail = scrub(text, location, secrets)
     reason = "not found" if not_found and cause is exc else type(cause).__name__
     return StorageError(f"Could not read {redact_url(location)}: {reason}" + (f": {detail}" if detail else ""))
