@@ -83,9 +83,12 @@ def unscaled_to_float(unscaled: np.ndarray, scale: int = LAKE_SCALE) -> np.ndarr
     """``unscaled / 10**scale`` (int64 array) as float64, correctly rounded (ties to even)."""
     divisor = _check_scale(scale)
     unscaled = np.asarray(unscaled, dtype=np.int64)
-    result = unscaled.astype(np.float64) / divisor  # exact operands while |unscaled| <= 2**53: correctly rounded
+    result: np.ndarray = np.divide(unscaled, divisor, dtype=np.float64)  # exact while |unscaled| <= 2**53
     # Rounding is monotonic: every |unscaled| > 2**53 gives |result| >= the threshold (a few exact ones do too).
-    large = np.flatnonzero(np.abs(result) >= _EXACT_INT / divisor)
+    limit = _EXACT_INT / divisor
+    if not len(result) or (result.max() < limit and result.min() > -limit):
+        return result
+    large = np.flatnonzero(np.abs(result) >= limit)
     for start in range(0, len(large), _CHUNK):  # cache-sized chunks: whole-array temporaries cost more than the math
         rows = large[start : start + _CHUNK]
         quotient, remainder = _floor_divmod(unscaled[rows], scale)

@@ -8,6 +8,7 @@ atomically under an inter-process lock.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ from marketpipe.domain.errors import DataValidationError, InvalidInputError, Par
 from marketpipe.domain.value_objects import Interval, Symbol, datetime_to_ns
 from marketpipe.infrastructure.storage.atomic import list_dir, path_lock, remove_stale_temp_files
 from marketpipe.infrastructure.storage.lake_layout import (
+    PARQUET_SUFFIX,
     Granularity,
     LakeFile,
     PartitionKey,
@@ -251,15 +253,15 @@ class ParquetManager:
 
         A month directory may hold no file (a concurrent delete); readers skip files that are gone.
         """
-        symbol_dir = self._root / PartitionKey.month(interval, symbol, 1970, 1).relative_dir.parent
+        series = PartitionKey.month(interval, symbol, 1970, 1)  # validated once; each month only changes its date
         files = []
-        for period_dir in list_dir(symbol_dir, "date=*"):
+        for period_dir in list_dir(self._root / series.relative_dir.parent, "date=*"):
             parsed = parse_period(hive_value(period_dir, "date") or "")
             if parsed is None or parsed[1] is not Granularity.MONTH:
                 continue
-            key = PartitionKey.month(interval, symbol, parsed[0].year, parsed[0].month)
+            key = dataclasses.replace(series, period=parsed[0])
             if key.overlaps(start_ns, end_ns):
-                files.append(LakeFile(key, key.path_under(self._root), 0))
+                files.append(LakeFile(key, period_dir / f"{key.name}{PARQUET_SUFFIX}", 0))
         return files
 
     def __repr__(self) -> str:
