@@ -44,7 +44,7 @@ from marketpipe.infrastructure.storage.lake_layout import (
 )
 from marketpipe.infrastructure.storage.lake_merge import merge_lake_tables, read_lake_table
 from marketpipe.infrastructure.storage.lake_reader import read_bar_files
-from marketpipe.infrastructure.storage.lake_schema import LAKE_FORMAT_V2, file_format
+from marketpipe.infrastructure.storage.lake_schema import LAKE_FORMAT_V2, file_format, now_micros
 from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions
 
 log = logging.getLogger(__name__)
@@ -109,42 +109,50 @@ class ParquetManager:
         key = PartitionKey.month(interval, symbol, year, month)
         new = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), key))
         key.check_contains(new[TIMESTAMP_COLUMN].to_numpy())
-        return self._store_month(key, new, self._options.table_of(new))
+        return self._store_month(key, new, None)
 
     def write_months(self, df: pd.DataFrame, symbol: str, interval: str) -> list[Path]:
         """Store bars of any span: split by month (UTC), each month merged and replaced atomically.
 
-        The frame is validated and converted once; months are written in parallel (encoding, compression and
-        fsync release the GIL; each month holds its own lock). If a month fails, the error is raised after the
-        others have finished, and the months written stay written. Returns the partition files, oldest first.
+        The frame is validated once; months are converted and written in parallel (conversion, encoding,
+        compression and fsync release the GIL; each month holds its own lock). If a month fails, the error is
+        raised after the others have finished, and the months written stay written. Returns the partition files,
+        oldest first.
         """
         series = PartitionKey.month(interval, symbol, 1970, 1)
         bars = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), series))
-        table = self._options.table_of(bars)
+        written_at = now_micros()  # one write: one time for every month
+        table = None if self._options.is_v2 else self._options.table_of(bars)
         months = bars[TIMESTAMP_COLUMN].to_numpy().astype("datetime64[ns]").astype("datetime64[M]")
         starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]])  # bars are sorted: months are runs
-        jobs = []
+        jobs: list[tuple[PartitionKey, pd.DataFrame, pa.Table | None]] = []
         for lo, hi in itertools.pairwise([*starts.tolist(), len(bars)]):
             year, month = divmod(int(months[lo].astype(np.int64)), 12)
             key = PartitionKey.month(interval, symbol, 1970 + year, month + 1)
             month_bars = bars.iloc[lo:hi]
-            tightened = None if self._options.is_v2 else _without_needless_nulls(month_bars)
+            if table is None:  # v2: each month converts its own bars, in its thread (numpy releases the GIL)
+                jobs.append((key, month_bars, None))
+                continue
             # v1: a month stores what validating it alone would give: counts nullable only if one of its own is.
-            jobs.append(
-                (key, month_bars, table.slice(lo, hi - lo))
-                if tightened is None
-                else (key, tightened, self._options.table_of(tightened))
-            )
+            tightened = _without_needless_nulls(month_bars)
+            if tightened is None:
+                jobs.append((key, month_bars, table.slice(lo, hi - lo)))
+            else:
+                jobs.append((key, tightened, self._options.table_of(tightened)))
         if len(jobs) == 1:
-            return [self._store_month(*jobs[0])]
+            return [self._store_month(*jobs[0], written_at=written_at)]
         # Twice the cores: while one month waits on fsync, another is encoding.
         with ThreadPoolExecutor(max_workers=min(len(jobs), 2 * (os.cpu_count() or 1))) as pool:
-            futures = [pool.submit(self._store_month, *job) for job in jobs]
+            futures = [pool.submit(self._store_month, *job, written_at=written_at) for job in jobs]
         return [future.result() for future in futures]
 
-    def _store_month(self, key: PartitionKey, new: pd.DataFrame, table: pa.Table) -> Path:
-        """Write validated bars of one month (``table`` is ``new`` as this writer stores it), merging with a
-        stored month."""
+    def _store_month(
+        self, key: PartitionKey, new: pd.DataFrame, table: pa.Table | None, *, written_at: int | None = None
+    ) -> Path:
+        """Write validated bars of one month (``table``: ``new`` as this writer stores it, or None to convert it
+        here), merging with a stored month."""
+        if table is None:
+            table = self._options.table_of(new, written_at)
         target = key.path_under(self._root)
         temp_dir = lake_temp_dir(self._root)
         with path_lock(key.lock_path_under(self._root)):
