@@ -186,7 +186,7 @@ def comparisons(cases: list[Case]) -> list[Comparison]:
     for peer in ("Binance CSV", "Binance ZIP (deflate)", V1):
         add("bytes", "as archived (12 columns)", "marketpipe", peer)
     for peer in ("CSV of time + OHLCV (8 decimals)", V1):
-        add("bytes", "OHLCV columns", "marketpipe", peer, 10.0 if peer.startswith("CSV") else None)
+        add("bytes", "OHLCV columns", "marketpipe", peer)
     for case in ("insert new rows", "upsert the same rows again"):
         add("postgres", case, "marketpipe bulk (binary COPY)", "seed executemany x 1000", 10.0)
     add("ingest", "parse+write stage (ZIPs on disk)", "marketpipe parse+validate+write", "pandas read_csv+to_parquet")

@@ -257,3 +257,34 @@ def test_resampling_sums_decimals_exactly(tmp_path):
     stored = Lake(tmp_path).read_bars("SUM", "1h", exact=True)
     assert stored["quote_volume"].tolist() == [Decimal("740740734067.4074068")] * 3
     assert float64_values(stored["volume"]).tolist() == [float("6.0000006")] * 3
+
+
+BOUNDARIES = [
+    "90071992.54740991",  # the last unscaled integer below 2**53: plain division
+    "90071992.54740992",  # 2**53 units
+    "90071992.54740993",  # the first above it: the double-double path
+    "92233720368.54775807",  # 2**63 - 1 units: the largest that fits int64
+    "92233720368.54775808",  # 2**63 units: past int64, decoded as a Python integer
+    "99999999999999999999999999999.99999999",  # the largest DECIMAL(38,8)
+    "0.00000001",
+]
+
+
+def test_boundaries_of_the_exact_arithmetic_round_trip(tmp_path):
+    """Values at 2**53 and 2**63 units (where the decoding changes method), the largest quantity and the smallest."""
+    rows = []
+    for i, text in enumerate(BOUNDARIES):
+        open_time = 1_700_000_000_000 + i * 60_000
+        price = "9999999999.99999999" if i % 2 else "90071992.54740993"  # the largest price; past 2**53 units
+        rows.append([str(open_time), price, price, price, price, text, str(open_time + 59_999), text, "1", text, text])
+    frame = parse_klines(("\n".join(",".join([*row, "0"]) for row in rows) + "\n").encode())
+    ParquetManager(tmp_path).write_months(frame, "EDGE", "1m")
+    ours, exact = Lake(tmp_path).read_bars("EDGE", "1m"), Lake(tmp_path).read_bars("EDGE", "1m", exact=True)
+    for name in ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"):
+        assert same_floats(ours[name].to_numpy(), [float(t) for t in BOUNDARIES]), name
+        assert exact[name].tolist() == [Decimal(t) for t in BOUNDARIES], name
+        assert same_floats(
+            np.array(duckdb_column(tmp_path, "1m", "EDGE", name, view="bars")), [float(t) for t in BOUNDARIES]
+        )
+    assert same_floats(ours["open"].to_numpy(), [float(row[1]) for row in rows])
+    assert exact["open"].tolist() == [Decimal(row[1]) for row in rows]

@@ -152,7 +152,9 @@ def parse_klines(csv_bytes: bytes, *, source: str = "archive") -> pd.DataFrame:
             raise ArchiveFormatError(f"{source}: malformed kline CSV: {message[:500]}", rows) from exc
     if table.num_rows == 0:
         raise ArchiveFormatError(f"{source}: kline CSV has no rows")
-    if b"0x" in data or b"0X" in data:  # Arrow reads "0x10" as 16; Binance writes decimal numbers only
+    # Arrow reads "0x10" as 16; Binance writes decimal numbers only. (A lone byte is found by memchr; a search for
+    # "0x" in a text full of zeros took half as long as parsing it.)
+    if b"x" in data or b"X" in data:
         _refuse_hexadecimal(data, skip, source)
     if pa.types.is_floating(table.schema.field("open").type):
         extra = np.column_stack([table.column(name).to_numpy() for name in _EXTRA_FLOATS])
