@@ -44,7 +44,7 @@ from marketpipe.infrastructure.storage.lake_layout import (
 )
 from marketpipe.infrastructure.storage.lake_merge import merge_lake_tables, read_lake_table
 from marketpipe.infrastructure.storage.lake_reader import read_bar_files
-from marketpipe.infrastructure.storage.lake_schema import LAKE_FORMAT_V2, file_format, now_micros
+from marketpipe.infrastructure.storage.lake_schema import LAKE_FORMAT_V2, file_format
 from marketpipe.infrastructure.storage.parquet_format import DEFAULT_COMPRESSION, ParquetWriteOptions
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,6 @@ class ParquetManager:
         """
         series = PartitionKey.month(interval, symbol, 1970, 1)
         bars = validate_bar_frame(_without_key_columns(timestamps_to_ns(df), series))
-        written_at = now_micros()  # one write: one time for every month
         table = None if self._options.is_v2 else self._options.table_of(bars)
         months = bars[TIMESTAMP_COLUMN].to_numpy().astype("datetime64[ns]").astype("datetime64[M]")
         starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]])  # bars are sorted: months are runs
@@ -140,19 +139,17 @@ class ParquetManager:
             else:
                 jobs.append((key, tightened, self._options.table_of(tightened)))
         if len(jobs) == 1:
-            return [self._store_month(*jobs[0], written_at=written_at)]
+            return [self._store_month(*jobs[0])]
         # Twice the cores: while one month waits on fsync, another is encoding.
         with ThreadPoolExecutor(max_workers=min(len(jobs), 2 * (os.cpu_count() or 1))) as pool:
-            futures = [pool.submit(self._store_month, *job, written_at=written_at) for job in jobs]
+            futures = [pool.submit(self._store_month, *job) for job in jobs]
         return [future.result() for future in futures]
 
-    def _store_month(
-        self, key: PartitionKey, new: pd.DataFrame, table: pa.Table | None, *, written_at: int | None = None
-    ) -> Path:
+    def _store_month(self, key: PartitionKey, new: pd.DataFrame, table: pa.Table | None) -> Path:
         """Write validated bars of one month (``table``: ``new`` as this writer stores it, or None to convert it
-        here), merging with a stored month."""
+        here, stamped with the time of the conversion), merging with a stored month."""
         if table is None:
-            table = self._options.table_of(new, written_at)
+            table = self._options.table_of(new)
         target = key.path_under(self._root)
         temp_dir = lake_temp_dir(self._root)
         with path_lock(key.lock_path_under(self._root)):
