@@ -266,11 +266,13 @@ def overlapping_files(files: list[LakeFile]) -> list[LakeFile]:
     found = []
     for series in by_series.values():
         series.sort(key=lambda f: f.key.period)
+        reach: date | None = None  # the latest end of the files before this one
         for i, lake_file in enumerate(series):
-            earlier = any(other.key.period_end > lake_file.period for other in series[:i])
+            earlier = reach is not None and reach > lake_file.period
             later = i + 1 < len(series) and series[i + 1].period < lake_file.key.period_end
             if earlier or later:
                 found.append(lake_file)
+            reach = lake_file.key.period_end if reach is None else max(reach, lake_file.key.period_end)
     return found
 
 

@@ -82,6 +82,9 @@ LAKE_SCHEMA = pa.schema(
     ],
     metadata={FORMAT_KEY: str(LAKE_FORMAT_V2).encode()},
 )
+LAKE_SCHEMA_TYPES: dict[str, pa.DataType] = {field.name: field.type for field in LAKE_SCHEMA}
+
+
 BAR_COLUMNS = tuple(name for name in LAKE_SCHEMA.names if name not in (STORED_TIMESTAMP, WRITTEN_AT, FLOAT_VALUES))
 INTERNAL_COLUMNS = (STORED_TIMESTAMP, WRITTEN_AT, FLOAT_VALUES)
 
@@ -137,9 +140,6 @@ def frame_to_lake_table(bars: pd.DataFrame, written_at: int | np.ndarray) -> pa.
     arrays[WRITTEN_AT] = _micros(written)
     arrays[FLOAT_VALUES] = float_values_array(overrides, rows)
     return pa.Table.from_arrays([arrays[name] for name in LAKE_SCHEMA.names], schema=LAKE_SCHEMA)
-
-
-LAKE_SCHEMA_TYPES: dict[str, pa.DataType] = {field.name: field.type for field in LAKE_SCHEMA}
 
 
 def _decimal_column(series: pd.Series, data_type: pa.Decimal128Type) -> tuple[pa.Array, pa.Array | None]:
