@@ -10,6 +10,7 @@ column).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from marketpipe.domain.bar_frame import (
     ns_to_timestamps,
 )
 from marketpipe.domain.errors import InvalidInputError, SchemaError, StorageError
-from marketpipe.infrastructure.arrow_decimals import decimal_to_float64, is_decimal
+from marketpipe.infrastructure.arrow_decimals import is_decimal
 from marketpipe.infrastructure.arrow_frames import to_pandas_exact
 from marketpipe.infrastructure.storage.lake_layout import Granularity, LakeFile, overlapping_files
 from marketpipe.infrastructure.storage.lake_schema import (
@@ -39,6 +40,7 @@ from marketpipe.infrastructure.storage.lake_schema import (
     INTERNAL_COLUMNS,
     LAKE_FORMAT_V2,
     WRITTEN_AT,
+    decimal_floats,
     decode_values,
     file_format,
 )
@@ -83,13 +85,17 @@ def read_bar_files(
     files = sorted(files, key=lambda f: (f.key.period, f.key.granularity is Granularity.DAY, f.name))
     request = _Request(columns, start_ns, end_ns, exact, ranks=not keep_duplicates and bool(overlapping_files(files)))
     table = _read_with_retries(files, request)
-    if table is not None and not keep_duplicates and not request.ranks and not _strictly_increasing(table):
+    increasing = table is None or _strictly_increasing(table)
+    if not increasing and not keep_duplicates and not request.ranks:
         # Bars repeated across files whose periods do not meet (trading days in different time zones): rank them.
-        table = _read_with_retries(files, _Request(columns, start_ns, end_ns, exact, ranks=True))
+        table = _read_with_retries(files, dataclasses.replace(request, ranks=True))
     if table is None:  # nothing listed, or every listed file deleted meanwhile
         empty = empty_bar_frame(columns)
         return ns_to_timestamps(empty) if timestamps else empty
-    table = _one_row_per_bar(table, keep_duplicates)
+    if not increasing:
+        table = _one_row_per_bar(table, keep_duplicates)
+    if RANK in table.column_names:
+        table = table.drop_columns([RANK])
     if exact:  # prices are compared with each other: all decimals, or (if one of them needs floats) all floats
         prices = [name for name in PRICE_COLUMNS if name in table.column_names]
         if any(pa.types.is_floating(table.schema.field(name).type) for name in prices):
@@ -250,8 +256,7 @@ def _decimals_as_floats(table: pa.Table, names: set[str]) -> pa.Table:
     for name in names & set(table.column_names):
         column = table.column(name)
         if is_decimal(column.type):
-            floats = pa.array(decimal_to_float64(column), pa.float64(), from_pandas=True)
-            table = table.set_column(table.column_names.index(name), name, floats)
+            table = table.set_column(table.column_names.index(name), name, decimal_floats(column))
     return table
 
 
@@ -261,18 +266,16 @@ def _strictly_increasing(table: pa.Table) -> bool:
 
 
 def _one_row_per_bar(table: pa.Table, keep_duplicates: bool) -> pa.Table:
-    """Sorted by ``ts_ns``; unless ``keep_duplicates``, the last-written row of each bar only."""
+    """A table whose ``ts_ns`` is not strictly increasing, sorted by it; unless ``keep_duplicates``, the
+    last-written row of each bar only."""
     ts = table.column(TIMESTAMP_COLUMN).to_numpy()
-    if not _strictly_increasing(table):
-        if keep_duplicates or RANK not in table.column_names:
-            table = table.take(np.argsort(ts, kind="stable"))
-        else:
-            # Rank every row by when it was written, keep the newest per timestamp (the later file on a tie).
-            order = np.lexsort((np.arange(len(ts)), table.column(RANK).to_numpy(), ts))
-            ts_sorted = ts[order]
-            keep = np.r_[ts_sorted[1:] != ts_sorted[:-1], True]
-            table = table.take(order[keep])
-    return table.drop_columns([RANK]) if RANK in table.column_names else table
+    if keep_duplicates or RANK not in table.column_names:
+        return table.take(np.argsort(ts, kind="stable"))
+    # Rank every row by when it was written, keep the newest per timestamp (the later file on a tie).
+    order = np.lexsort((np.arange(len(ts)), table.column(RANK).to_numpy(), ts))
+    ts_sorted = ts[order]
+    keep = np.r_[ts_sorted[1:] != ts_sorted[:-1], True]
+    return table.take(order[keep])
 
 
 def _stored_names(lake_file: LakeFile) -> list[str]:
