@@ -13,6 +13,7 @@ from marketpipe.domain.errors import (
     StorageError,
 )
 from marketpipe.domain.events import (
+    BarClosed,
     BarCollectionCompleted,
     BarCollectionStarted,
     DomainEvent,
@@ -31,6 +32,7 @@ from marketpipe.domain.repositories import (
 from marketpipe.domain.value_objects import Interval, Symbol, TimeRange
 
 __all__ = [
+    "BarClosed",
     "BarCollectionCompleted",
     "BarCollectionStarted",
     "ConcurrencyError",

@@ -87,3 +87,24 @@ class ArchiveFormatError(DataValidationError):
 
     def __init__(self, message: str, rows: Sequence[int] = ()) -> None:
         super().__init__("archive_format", message, rows)
+
+
+class RateLimitedError(SourceError):
+    """The source kept answering HTTP 429 (too many requests) after every allowed retry."""
+
+
+class IpBannedError(SourceError):
+    """The source answered HTTP 418: this IP is banned for a while. Nothing more is sent; ``retry_after`` says how
+    many seconds the ban lasts when the server said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownSymbolError(InvalidInputError):
+    """A symbol the exchange does not list; ``suggestions`` holds close matches that it does."""
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = suggestions

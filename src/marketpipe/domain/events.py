@@ -92,3 +92,18 @@ class ValidationFailed(DomainEvent):
     message: str
     row_count: int = 0
     source: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarClosed(DomainEvent):
+    """A closed bar was stored (by ``marketpipe stream`` or ``update``): ``open_time`` is the bar's open time (UTC)."""
+
+    event_type: ClassVar[str] = "bar_closed"
+
+    symbol: str
+    interval: str
+    open_time: datetime
+    close: float
+    volume: float
+    source: str = "stream"
+    destination: str = "hot"

@@ -128,4 +128,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "aggregate version and bar_count as bigint (SQLite integers are 64-bit already)",
         "ALTER TABLE symbol_bars_aggregates ALTER COLUMN version TYPE bigint, ALTER COLUMN bar_count TYPE bigint",
     ),
+    (
+        7,
+        "keeping current: the source of every stored day, scheduler runs claimed once, leases",
+        """
+        CREATE TABLE series_days (
+            symbol text NOT NULL,
+            interval text NOT NULL,
+            day text NOT NULL,
+            source text NOT NULL,
+            bars bigint NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (symbol, interval, day)
+        );
+        CREATE TABLE schedule_runs (
+            job text NOT NULL,
+            due_ms bigint NOT NULL,
+            owner text NOT NULL,
+            status text NOT NULL,
+            started_ms bigint NOT NULL,
+            finished_ms bigint,
+            error text,
+            PRIMARY KEY (job, due_ms)
+        );
+        CREATE TABLE leases (
+            name text PRIMARY KEY,
+            owner text NOT NULL,
+            expires_ms bigint NOT NULL
+        );
+        """,
+    ),
 ]

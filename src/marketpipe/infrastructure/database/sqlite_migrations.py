@@ -139,3 +139,36 @@ MIGRATIONS.append(
 # Version 6 widens two PostgreSQL columns to bigint; SQLite integers are already 64-bit, so nothing changes here
 # (the no-op keeps both schemas at the same version number).
 MIGRATIONS.append((6, "aggregate version and bar_count as 64-bit integers (already so in SQLite)", "SELECT 1"))
+
+MIGRATIONS.append(
+    (
+        7,
+        "keeping current: the source of every stored day, scheduler runs claimed once, leases",
+        """
+        CREATE TABLE series_days (
+            symbol TEXT NOT NULL,
+            interval TEXT NOT NULL,
+            day TEXT NOT NULL,
+            source TEXT NOT NULL,
+            bars INTEGER NOT NULL DEFAULT 0,
+            updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            PRIMARY KEY (symbol, interval, day)
+        ) WITHOUT ROWID;
+        CREATE TABLE schedule_runs (
+            job TEXT NOT NULL,
+            due_ms INTEGER NOT NULL,
+            owner TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_ms INTEGER NOT NULL,
+            finished_ms INTEGER,
+            error TEXT,
+            PRIMARY KEY (job, due_ms)
+        ) WITHOUT ROWID;
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            expires_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    )
+)
