@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
+import numpy as np
+import pandas as pd
+
 from marketpipe.config import redact_url
 from marketpipe.domain.errors import InvalidInputError, MarketPipeError, NotPublishedError
 from marketpipe.domain.events import IngestionCompleted, IngestionFailed, IngestionStarted, ValidationFailed
@@ -27,9 +30,12 @@ from marketpipe.domain.repositories import IEventPublisher, IIngestionRepository
 from marketpipe.domain.value_objects import Symbol, next_month
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
 from marketpipe.infrastructure.data.binance_layout import ArchiveFile, Granularity, binance_interval
+from marketpipe.infrastructure.repositories.sql_series_days import DaySource, SqlSeriesDaysRepository
 
 log = logging.getLogger(__name__)
 
+DAY_NS = 86_400 * 10**9
+EPOCH = date(1970, 1, 1)
 SOURCE = "binance"  # job ids and records; checkpoints are keyed by the client's source_key (server-specific)
 DAY = timedelta(days=1)
 
@@ -90,7 +96,8 @@ class IngestionReport:
 
 
 class ProgressListener(Protocol):
-    def planned(self, archives: int) -> None: ...
+    def planned(self, archives: int) -> None:
+        """``archives`` more archives are planned (called again when a month falls back to its daily files)."""
 
     def finished(self, result: UnitResult) -> None: ...
 
@@ -114,14 +121,17 @@ class IngestionService:
         publisher: IEventPublisher,
         *,
         destination: str = "lake",
+        days: SqlSeriesDaysRepository | None = None,
     ) -> None:
         """``target`` stores the bars: the lake's ParquetMarketDataRepository, or a HybridMarketDataRepository
         (``destination="hot"``: recent bars to the hot store). Checkpoints are kept per destination, so loading
-        into the hot store does not skip months an earlier run put in the lake."""
+        into the hot store does not skip months an earlier run put in the lake. ``days``, when given, records
+        every day an archive stored as coming from the archive (what ``update`` and ``status`` read)."""
         self._client = client
         self._target = target
         self._jobs = jobs
         self._publisher = publisher
+        self._days = days
         self._checkpoint_source = client.source_key if destination == "lake" else f"{client.source_key}>{destination}"
 
     async def run(self, request: IngestionRequest, listener: ProgressListener | None = None) -> IngestionReport:
@@ -151,18 +161,7 @@ class IngestionService:
         )
         report = IngestionReport(job)
         try:
-            plan, report.results = await self._plan(request)
-            listener.planned(sum(len(archives) for archives in plan) + len(report.results))
-            for skipped in report.results:
-                listener.finished(skipped)
-            semaphore = asyncio.Semaphore(request.workers)
-
-            async def run_unit(archives: list[ArchiveFile]) -> list[UnitResult]:
-                async with semaphore:
-                    return await self._run_unit(job.job_id, request, archives, listener)
-
-            for results in await asyncio.gather(*(run_unit(archives) for archives in plan)):
-                report.results.extend(results)
+            report.results = await self.ingest(job.job_id, request, listener)
         except BaseException as exc:
             job.status, job.finished_at = JobStatus.FAILED, datetime.now(UTC)
             job.errors.append(f"{type(exc).__name__}: {exc}")
@@ -171,6 +170,26 @@ class IngestionService:
         report.seconds = time.perf_counter() - started
         await self._finish(report)
         return report
+
+    async def ingest(
+        self, job_id: str, request: IngestionRequest, listener: ProgressListener | None = None
+    ) -> list[UnitResult]:
+        """Plan and run ``request`` under an existing job (``run`` records its own; ``update`` records one for a
+        whole update); returns what happened to every archive. Checkpoints are recorded as units finish."""
+        listener = listener or _Silent()
+        plan, results = await self._plan(request)
+        listener.planned(sum(len(archives) for archives in plan) + len(results))
+        for skipped in results:
+            listener.finished(skipped)
+        semaphore = asyncio.Semaphore(request.workers)
+
+        async def run_unit(archives: list[ArchiveFile]) -> list[UnitResult]:
+            async with semaphore:
+                return await self._run_unit(job_id, request, archives, listener)
+
+        for unit_results in await asyncio.gather(*(run_unit(archives) for archives in plan)):
+            results.extend(unit_results)
+        return results
 
     async def _plan(self, request: IngestionRequest) -> tuple[list[list[ArchiveFile]], list[UnitResult]]:
         """Per symbol, interval and month, the archives still to ingest (one list is one unit of work), and
@@ -218,6 +237,7 @@ class IngestionService:
                     archive.symbol.value, archive.interval.value, archive.period, next_month(archive.period)
                 )
                 todo, done = await self._split_done([day for day in days if _in_range(day, request)])
+                listener.planned(len(todo) + len(done) - 1)  # the month's place in the plan goes to its days
                 for skipped in done:
                     listener.finished(skipped)
                 results.extend(done)
@@ -240,6 +260,8 @@ class IngestionService:
             bars, fetched = self._client.read_archive(archive)
             symbol = archive.market.lake_symbol(archive.symbol.value)
             rows = self._target.save(bars, symbol=symbol, interval=archive.interval.value)
+            if self._days is not None:
+                self._days.record(symbol, archive.interval.value, bars_per_day(bars), DaySource.ARCHIVE)
         except NotPublishedError as exc:
             return UnitResult(archive, UnitStatus.MISSING, error=str(exc))
         except (MarketPipeError, OSError) as exc:
@@ -317,3 +339,11 @@ def _in_range(archive: ArchiveFile, request: IngestionRequest) -> bool:
     if archive.granularity is Granularity.MONTHLY:
         return True
     return request.start <= archive.period <= request.end
+
+
+def bars_per_day(bars: pd.DataFrame) -> dict[date, int]:
+    """How many bars of a bar frame (``ts_ns``) open on each UTC day."""
+    if bars.empty:
+        return {}
+    days, counts = np.unique(bars["ts_ns"].to_numpy(dtype=np.int64) // DAY_NS, return_counts=True)
+    return {EPOCH + timedelta(days=int(day)): int(n) for day, n in zip(days, counts, strict=True)}

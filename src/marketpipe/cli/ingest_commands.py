@@ -19,13 +19,15 @@ from rich.table import Table
 from marketpipe.application.export import export_csv
 from marketpipe.application.hot_storage import HotStorage
 from marketpipe.application.ingestion import IngestionReport, IngestionRequest, IngestionService, UnitResult
-from marketpipe.cli.app import app, console, settings_of
+from marketpipe.application.symbols import SymbolCatalog
+from marketpipe.cli.app import app, console, err_console, settings_of
 from marketpipe.cli.lake_commands import format_bytes
-from marketpipe.config import Settings
+from marketpipe.config import Settings, redact_url
 from marketpipe.domain.ingestion import IngestionJob, JobStatus, UnitStatus
 from marketpipe.domain.repositories import IMarketDataRepository
+from marketpipe.infrastructure.data.binance_api import ENV_API_URL, BinanceApiClient
 from marketpipe.infrastructure.data.binance_client import BinanceDataClient
-from marketpipe.infrastructure.data.binance_layout import Market
+from marketpipe.infrastructure.data.binance_layout import DEFAULT_BASE_URL, ENV_BASE_URL, Market
 from marketpipe.infrastructure.database.factory import open_database, open_hot_store
 from marketpipe.infrastructure.database.sql_database import SqlDatabase
 from marketpipe.infrastructure.events import InMemoryEventPublisher
@@ -45,9 +47,11 @@ class RichProgress:
         self._bytes = progress.add_task("downloaded", total=None, visible=True)
         self._rows = progress.add_task("rows stored", total=None)
         self._bytes_seen = 0
+        self._planned = 0
 
     def planned(self, archives: int) -> None:
-        self._progress.update(self._archives, total=archives)
+        self._planned += archives
+        self._progress.update(self._archives, total=self._planned)
 
     def finished(self, result: UnitResult) -> None:
         self._progress.advance(self._archives)
@@ -126,8 +130,8 @@ def summary_table(report: IngestionReport) -> Table:
 @ingest_app.command("binance")
 def ingest_binance(
     ctx: typer.Context,
-    symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT.")],
     interval: Annotated[list[str], typer.Option("--interval", "-i", help="Kline interval; repeat for several.")],
+    symbols: Annotated[list[str] | None, typer.Argument(help="Symbols, e.g. BTCUSDT ETHUSDT.")] = None,
     start: Annotated[
         datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC); with --to hot, default: cutoff.")
     ] = None,
@@ -143,9 +147,19 @@ def ingest_binance(
     to: Annotated[
         Destination, typer.Option("--to", help="lake, or hot: recent bars to the hot store, older to the lake.")
     ] = Destination.lake,
+    all_symbols: Annotated[bool, typer.Option("--all", help="Every TRADING symbol of --quote.")] = False,
+    quote: Annotated[str | None, typer.Option(help="Quote asset for --all, e.g. USDT.")] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="REST API checking symbols (env MARKETPIPE_BINANCE_API_URL).")
+    ] = None,
 ) -> None:
-    """Download Binance kline archives, verify their checksums, and store the bars in the lake (resumable)."""
+    """Download Binance kline archives, verify their checksums, and store the bars in the lake (resumable).
+
+    Symbols are checked against the exchange's list first (unknown ones are refused with close matches); against
+    an archive mirror with no REST API configured, a symbol with no archive at all is reported as unknown.
+    """
     settings = settings_of(ctx)
+    names = checked_symbols(settings, list(symbols or []), all_symbols, quote, market, base_url, api_url)
     today = datetime.now(UTC).date()
     if start is None and to is Destination.lake:
         raise typer.BadParameter("required (or --to hot, which starts at the hot store's cutoff)", param_hint="--start")
@@ -155,16 +169,57 @@ def ingest_binance(
         )
     last = end.date() if end else today - timedelta(days=1)
     first = start.date() if start else min(today - timedelta(days=settings.hot_days), last)
-    request = IngestionRequest(tuple(symbols), tuple(interval), first, last, market.value, workers)
+    request = IngestionRequest(names, tuple(interval), first, last, market.value, workers)
     with BinanceDataClient(base_url, market=market, cache_dir=settings.cache_dir / "binance") as client:
         report = run_ingestion(settings, request, client, to)
+        unknown = symbols_without_archives(report, client)
     if export_csv_path is not None:
         rows = export_csv(
             settings.lake_dir, request.symbols, request.intervals, request.start, request.end, export_csv_path
         )
         console.print(f"Exported {rows:,} rows to {export_csv_path}")
-    if not report.ok:
+    if unknown:
+        err_console.print(
+            f"[red]Error:[/red] {redact_url(client.base_url)} has no archive of {', '.join(unknown)} (none asked "
+            "for, no monthly one in two years): is the symbol right? (`marketpipe symbols` lists them)",
+            highlight=False,
+        )
+    if not report.ok or unknown:
         raise typer.Exit(1)
+
+
+def checked_symbols(
+    settings: Settings,
+    symbols: list[str],
+    all_symbols: bool,
+    quote: str | None,
+    market: Market,
+    base_url: str | None,
+    api_url: str | None,
+) -> tuple[str, ...]:
+    """The symbols to ingest: named ones checked against the exchange when its REST API is in reach (given, set
+    in the environment, or Binance's own archive in use), or every TRADING symbol of ``quote`` with ``--all``."""
+    if all_symbols == bool(symbols):
+        raise typer.BadParameter("name symbols, or --all with --quote", param_hint="SYMBOLS")
+    if all_symbols != bool(quote):
+        raise typer.BadParameter("--all and --quote go together (e.g. --all --quote USDT)", param_hint="--quote")
+    archive_url = base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    api_in_reach = api_url or os.environ.get(ENV_API_URL) or archive_url.rstrip("/") == DEFAULT_BASE_URL
+    if not api_in_reach and not all_symbols:
+        return tuple(symbols)
+    with BinanceApiClient(api_url, market=market) as api:
+        catalog = SymbolCatalog(api)
+        return catalog.select(quote) if quote else catalog.check(symbols)
+
+
+def symbols_without_archives(report: IngestionReport, client: BinanceDataClient) -> list[str]:
+    """Symbols none of whose requested archives exists and with no monthly archive in two years either: most
+    likely not a symbol of this market (a real one with nothing published yet in the range is not reported)."""
+    statuses: dict[tuple[str, str], set[UnitStatus]] = {}
+    for result in report.results:
+        statuses.setdefault((result.archive.symbol.value, result.archive.interval.value), set()).add(result.status)
+    suspects = sorted({key for key, seen in statuses.items() if seen == {UnitStatus.MISSING}})
+    return sorted({symbol for symbol, interval in suspects if client.first_available_month(symbol, interval) is None})
 
 
 @app.command()
@@ -181,12 +236,12 @@ def jobs(
     if job_id is not None:
         if job is None:
             raise typer.BadParameter(f"no job {job_id!r}", param_hint="--job")
-        console.print_json(json.dumps(_job_dict(_with_liveness(job)), default=str))
+        console.print_json(json.dumps(_job_dict(with_liveness(job)), default=str))
         return
     table = Table(title="Ingestion jobs")
     for column in ("job", "status", "started (UTC)", "written", "skipped", "missing", "failed", "rows", "errors"):
         table.add_column(column)
-    for job in map(_with_liveness, recent):
+    for job in map(with_liveness, recent):
         c = job.counts
         table.add_row(
             job.job_id,
@@ -201,7 +256,7 @@ def jobs(
     console.print(table)
 
 
-def _with_liveness(job: IngestionJob) -> IngestionJob:
+def with_liveness(job: IngestionJob) -> IngestionJob:
     """A running job whose process is gone (on this host) is reported as interrupted."""
     same_host = job.hostname == socket.gethostname()
     if job.status is JobStatus.RUNNING and job.pid and same_host and not _process_alive(job.pid):

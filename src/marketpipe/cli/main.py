@@ -22,6 +22,8 @@ from marketpipe.cli import (  # noqa: F401 - importing registers the commands
     hot_commands,
     ingest_commands,
     lake_commands,
+    live_commands,
+    run_command,
 )
 from marketpipe.cli.app import app, console, err_console
 from marketpipe.config import Settings

@@ -71,6 +71,7 @@ CHUNK_BYTES = 1 << 20
 MAX_RETRY_AFTER_SECONDS = 120.0
 MAX_CHECKSUM_BYTES = 4096  # Binance's are about 100 bytes: "<64 hex digits>  <file name>\n"
 MIN_TRANSFER_RATE = 1024.0  # bytes per second, averaged over each ``timeout``-long window of a transfer
+ARCHIVE_EPOCH = date(2017, 1, 1)  # Binance's archive starts in 2017 (spot klines from August)
 
 
 class TransferTooSlowError(httpx.ReadTimeout):
@@ -325,6 +326,37 @@ class BinanceDataClient:
             f"from {month:%Y-%m} to {self._today():%Y-%m} (exclusive)"
         )
 
+    def is_published(self, archive: ArchiveFile) -> bool:
+        """Whether the server has ``archive`` (probed through its small ``.CHECKSUM`` file)."""
+        try:
+            _parse_checksum(self._checksum_text(archive), archive)
+        except NotPublishedError:
+            return False
+        return True
+
+    def first_available_month(
+        self, symbol: str, interval: str = "1d", *, earliest: date = ARCHIVE_EPOCH
+    ) -> date | None:
+        """The first month with a monthly archive of ``symbol`` (None if none is published), by binary search
+        between ``earliest`` and the newest published month: about a dozen small requests.
+
+        Assumes a symbol's monthly archives run without holes from its first month to its newest one (true of
+        Binance's archive: a symbol is listed once; a delisted one keeps its archives up to its delisting).
+        """
+        try:
+            year, month = self.get_latest_available_month(symbol, interval)
+        except NotPublishedError:
+            return None
+        low, high = _month_index(earliest), _month_index(date(year, month, 1))  # high is published
+        while low < high:
+            middle = (low + high) // 2
+            archive = ArchiveFile.of(self.market, symbol, interval, Granularity.MONTHLY, _month_of_index(middle))
+            if self.is_published(archive):
+                high = middle
+            else:
+                low = middle + 1
+        return _month_of_index(high)
+
     def save_to_csv(self, df: pd.DataFrame, output_path: str | os.PathLike[str], compress: bool = False) -> Path:
         """Write ``df`` as CSV (no index) to ``output_path``, atomically, creating parent directories.
 
@@ -490,6 +522,14 @@ def _first_of_month(year: int, month: int) -> date:
         return date(year, month, 1)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"Not a month: year={year!r}, month={month!r} ({exc})") from exc
+
+
+def _month_index(month: date) -> int:
+    return month.year * 12 + month.month - 1
+
+
+def _month_of_index(index: int) -> date:
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def _bars_between(frames: Sequence[pd.DataFrame], start_ns: int, end_ns: int) -> pd.DataFrame:

@@ -55,6 +55,15 @@ class Market(StrEnum):
         return base if self is Market.SPOT else Symbol(f"{base}.{self.value.upper()}").value
 
 
+def split_lake_symbol(lake_symbol: str) -> tuple[Market, str]:
+    """The market and exchange symbol a lake symbol stands for (the inverse of :meth:`Market.lake_symbol`)."""
+    value = Symbol(lake_symbol).value
+    base, dot, suffix = value.rpartition(".")
+    if dot and suffix.lower() in (Market.UM.value, Market.CM.value):
+        return Market(suffix.lower()), base
+    return Market.SPOT, value
+
+
 class Granularity(StrEnum):
     MONTHLY = "monthly"
     DAILY = "daily"

@@ -90,6 +90,25 @@ class SqlIngestionRepository(SqlRepository, IIngestionRepository):
             for period, status, sha256, count, job_id in rows
         }
 
+    async def ingested_series(self) -> list[tuple[str, str, str]]:
+        """``(market, symbol, interval)`` of every series with a written archive checkpoint, sorted."""
+        rows = await self._fetch_all(
+            "list ingested series",
+            "SELECT DISTINCT market, symbol, interval FROM ingestion_checkpoints WHERE status = 'written' "
+            "ORDER BY market, symbol, interval",
+        )
+        return [(str(market), str(symbol), str(interval)) for market, symbol, interval in rows]
+
+    async def last_jobs_by_source(self) -> list[IngestionJob]:
+        """The most recent job of each source (``binance`` for ingest, ``update``, ...), newest first."""
+        rows = await self._fetch_all(
+            "list last jobs",
+            f"SELECT {_JOB_COLUMNS} FROM ingestion_jobs j WHERE job_id = (SELECT k.job_id FROM ingestion_jobs k "
+            "WHERE k.source = j.source ORDER BY k.started_at DESC NULLS LAST, k.job_id DESC LIMIT 1) "
+            "ORDER BY started_at DESC NULLS LAST",
+        )
+        return [_job_from_row(row) for row in rows]
+
 
 class SqliteIngestionRepository(SqlIngestionRepository):
     """:class:`SqlIngestionRepository` on a SQLite file (a path, or a :class:`SqliteDatabase`)."""

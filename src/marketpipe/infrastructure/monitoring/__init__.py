@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics and webhook alerts of the long-running ``marketpipe run``."""
