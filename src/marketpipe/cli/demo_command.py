@@ -21,7 +21,8 @@ def demo(
     ctx: typer.Context,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Archives processed in parallel.")] = 4,
 ) -> None:
-    """Serve a local Binance-layout mirror, ingest it over HTTP, then query, resample and check the lake."""
+    """Serve a local Binance-layout mirror, ingest it over HTTP, then query, resample and check the lake; end by
+    streaming live bars from a local exchange into the hot store."""
     settings = settings_of(ctx)
     console.print(f"Data directory: {settings.data_dir}  (lake, SQLite state, download cache, demo mirror)")
     with Progress(
@@ -40,5 +41,14 @@ def demo(
     )
     console.print(inventory_table(report.inventory, f"Lake {settings.lake_dir}"))
     console.print("Events: " + ", ".join(sorted(set(report.events))))
+    if report.live is not None:
+        streamed = sum(s.stored for s in report.live.stats)
+        backfilled = sum(s.backfilled for s in report.live.stats)
+        console.print(
+            f"Live: a local exchange (60x clock) streamed {streamed} closed bars into the hot store as they closed, "
+            f"after backfilling {backfilled:,} bars of today through REST",
+            highlight=False,
+        )
+        console.print(frame_table(report.live.last_bars, "Last bars in the hot store (marketpipe status shows all)"))
     if not report.ingestion.ok:
         raise typer.Exit(1)

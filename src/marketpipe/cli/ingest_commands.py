@@ -159,7 +159,6 @@ def ingest_binance(
     an archive mirror with no REST API configured, a symbol with no archive at all is reported as unknown.
     """
     settings = settings_of(ctx)
-    names = checked_symbols(settings, list(symbols or []), all_symbols, quote, market, base_url, api_url)
     today = datetime.now(UTC).date()
     if start is None and to is Destination.lake:
         raise typer.BadParameter("required (or --to hot, which starts at the hot store's cutoff)", param_hint="--start")
@@ -168,6 +167,7 @@ def ingest_binance(
             "reads the lake; with --to hot the recent bars are in the hot store", param_hint="--export-csv"
         )
     last = end.date() if end else today - timedelta(days=1)
+    names = checked_symbols(settings, list(symbols or []), all_symbols, quote, market, base_url, api_url)
     first = start.date() if start else min(today - timedelta(days=settings.hot_days), last)
     request = IngestionRequest(names, tuple(interval), first, last, market.value, workers)
     with BinanceDataClient(base_url, market=market, cache_dir=settings.cache_dir / "binance") as client:
