@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +25,29 @@ from marketpipe.infrastructure.storage import ParquetStorageEngine
 pytest_plugins = ["integration.s3_fixtures", "reliability.reporting"]
 
 DEFAULT_TEST_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# pytest-timeout (300 s, signal method) fails a slow test, but a test stuck where its signal cannot end it (an event
+# loop's cleanup waiting on a task that never finishes, a thread join) would hold CI until its deadline: past this
+# hard limit, every thread's stack is printed and the run ends (red, with the stacks to read).
+HARD_TEST_LIMIT_SECONDS = 900
+
+
+_real_stderr: list[int] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    del config
+    _real_stderr.append(os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2))  # before capture takes fd 2
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None]:
+    del item
+    faulthandler.dump_traceback_later(HARD_TEST_LIMIT_SECONDS, exit=True, file=_real_stderr[0])
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def day_bars(day: date | str, periods: int = 1440, *, seed: int = 0, interval: str = "1m") -> pd.DataFrame:

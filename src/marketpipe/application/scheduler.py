@@ -514,7 +514,8 @@ class Scheduler:
         """Sleep ``seconds`` or until :meth:`stop`; True if stopping."""
         if seconds > 0 and not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds)
+                async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancellation on 3.11
+                    await self._stopping.wait()
         return self._stopping.is_set()
 
     async def _internal_error(self, spec: JobSpec, exc: Exception) -> None:

@@ -158,7 +158,10 @@ class KlineStream:
                         await self._on_connect()
                     failures = 0
                     while True:
-                        text = await asyncio.wait_for(connection.recv(), self._silence_timeout)
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+                        # with a message, and a cancelled reader would then read on forever.
+                        async with asyncio.timeout(self._silence_timeout):
+                            text = await connection.recv()
                         update = parse_kline_message(text)
                         if update is not None:
                             yield update
